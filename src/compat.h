@@ -1,0 +1,89 @@
+/*-------------------------------------------------------------------------
+ * compat.h
+ *		Every difference between PostgreSQL 15, 16, 17 and 18 that
+ *		dbpool_guard meets, in one place.
+ *
+ * IDENTIFICATION
+ *		src/compat.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef DBPG_COMPAT_H
+#define DBPG_COMPAT_H
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/postmaster.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
+
+#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 190000
+#error "dbpool_guard supports PostgreSQL 15 to 18"
+#endif
+
+/* 16: fmgr.h declares _PG_init itself. */
+#if PG_VERSION_NUM < 160000
+extern void _PG_init(void);
+#endif
+
+/* 16: GUC "extra" blocks come from guc_malloc() instead of malloc(). */
+#if PG_VERSION_NUM < 160000
+#define dbpg_guc_malloc(sz)		malloc(sz)
+#define dbpg_guc_free(p)		free(p)
+#else
+#define dbpg_guc_malloc(sz)		guc_malloc(LOG, (sz))
+#define dbpg_guc_free(p)		guc_free(p)
+#endif
+
+/*
+ * 17: MyBackendId (1-based) became MyProcNumber (0-based).  Either way a
+ * regular backend's index is below MaxBackends and set before
+ * authentication.
+ */
+#if PG_VERSION_NUM < 170000
+#include "storage/backendid.h"
+#define dbpg_my_index()			((int) MyBackendId - 1)
+#else
+#include "storage/procnumber.h"
+#define dbpg_my_index()			((int) MyProcNumber)
+#endif
+
+/* 16: the local status snapshot is read by index with a new name (1-based). */
+#if PG_VERSION_NUM < 160000
+#define dbpg_local_beentry(i)	pgstat_fetch_stat_local_beentry(i)
+#else
+#define dbpg_local_beentry(i)	pgstat_get_local_beentry_by_index(i)
+#endif
+
+/* 16: superuser_reserved_connections was joined by reserved_connections. */
+#if PG_VERSION_NUM < 160000
+#define dbpg_reserved_connections()	(ReservedBackends)
+#else
+#define dbpg_reserved_connections() \
+	(SuperuserReservedConnections + ReservedConnections)
+#endif
+
+/* 15.1: SetSingleFuncCall() was renamed InitMaterializedSRF(); 15 keeps both. */
+#if PG_VERSION_NUM < 160000
+#define dbpg_init_srf(fcinfo)	SetSingleFuncCall((fcinfo), 0)
+#else
+#define dbpg_init_srf(fcinfo)	InitMaterializedSRF((fcinfo), 0)
+#endif
+
+/* 17: extensions can name their wait events. */
+#if PG_VERSION_NUM < 170000
+#define dbpg_wait_event_main()	((uint32) PG_WAIT_EXTENSION)
+#else
+#define dbpg_wait_event_main()	WaitEventExtensionNew("DbpoolGuardMain")
+#endif
+
+/* 18: the module magic block can carry a name and a version. */
+#if PG_VERSION_NUM < 180000
+#define DBPG_MODULE_MAGIC		PG_MODULE_MAGIC
+#else
+#define DBPG_MODULE_MAGIC \
+	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.0")
+#endif
+
+#endif							/* DBPG_COMPAT_H */

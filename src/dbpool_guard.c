@@ -1,0 +1,224 @@
+/*-------------------------------------------------------------------------
+ * dbpool_guard.c
+ *		Module entry point: GUCs and their check hooks, hook installation.
+ *
+ * Every GUC is PGC_SIGHUP (max_services: PGC_POSTMASTER).  The check
+ * hooks only parse and validate, since they also run in the postmaster;
+ * a value they reject leaves the previous one in force.
+ *
+ * IDENTIFICATION
+ *		src/dbpool_guard.c
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "compat.h"
+#include "dbpool_guard.h"
+
+DBPG_MODULE_MAGIC;
+
+int			dbpg_mode = DBPG_MODE_ENFORCE;
+int			dbpg_max_services = 128;
+int			dbpg_sample_interval = 1000;
+double		dbpg_threshold = 0.85;
+double		dbpg_warning_threshold = 0.75;
+char	   *dbpg_budgets_string = NULL;
+char	   *dbpg_exempt_string = NULL;
+const DbpgBudgets *dbpg_budgets = NULL;
+const DbpgNameList *dbpg_exempt = NULL;
+int32		dbpg_threshold_ppm = 850000;
+
+static const struct config_enum_entry mode_options[] = {
+	{"enforce", DBPG_MODE_ENFORCE, false},
+	{"monitor", DBPG_MODE_MONITOR, false},
+	{"off", DBPG_MODE_OFF, false},
+	{NULL, 0, false}
+};
+
+static bool
+check_budgets(char **newval, void **extra, GucSource source)
+{
+	DbpgBudgets *tmp;
+	DbpgBudgets *result;
+	char		why[256];
+
+	/* parse into a scratch block sized for the largest allowed list */
+	tmp = malloc(DbpgBudgetsSize(dbpg_max_services));
+	if (tmp == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	if (!dbpg_budgets_parse(*newval, dbpg_max_services, MaxConnections,
+							tmp, why, sizeof(why)))
+	{
+		GUC_check_errdetail("%s", why);
+		free(tmp);
+		return false;
+	}
+
+	result = dbpg_guc_malloc(DbpgBudgetsSize(tmp->nentries));
+	if (result == NULL)
+	{
+		free(tmp);
+		return false;
+	}
+	memcpy(result, tmp, DbpgBudgetsSize(tmp->nentries));
+	free(tmp);
+	*extra = result;
+	return true;
+}
+
+static void
+assign_budgets(const char *newval, void *extra)
+{
+	dbpg_budgets = (const DbpgBudgets *) extra;
+}
+
+static bool
+check_exempt(char **newval, void **extra, GucSource source)
+{
+	DbpgNameList *tmp;
+	DbpgNameList *result;
+	char		why[256];
+
+	tmp = malloc(DbpgNameListSize(DBPG_MAX_EXEMPT));
+	if (tmp == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	if (!dbpg_namelist_parse(*newval, DBPG_MAX_EXEMPT, tmp, why, sizeof(why)))
+	{
+		GUC_check_errdetail("%s", why);
+		free(tmp);
+		return false;
+	}
+	result = dbpg_guc_malloc(DbpgNameListSize(tmp->nnames));
+	if (result == NULL)
+	{
+		free(tmp);
+		return false;
+	}
+	memcpy(result, tmp, DbpgNameListSize(tmp->nnames));
+	free(tmp);
+	*extra = result;
+	return true;
+}
+
+static void
+assign_exempt(const char *newval, void *extra)
+{
+	dbpg_exempt = (const DbpgNameList *) extra;
+}
+
+/* A threshold must be in (0, 1]; 0 is allowed by the range but not here. */
+static bool
+check_threshold(double *newval, void **extra, GucSource source)
+{
+	if (dbpg_ppm_from_double(*newval) <= 0)
+	{
+		GUC_check_errdetail("The threshold must be greater than 0 (at least 0.000001).");
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_threshold(double newval, void *extra)
+{
+	dbpg_threshold_ppm = dbpg_ppm_from_double(newval);
+}
+
+static void
+define_gucs(void)
+{
+	/* first: the budgets check hook validates against it */
+	DefineCustomIntVariable("dbpool_guard.max_services",
+							"Size of the shared table of services.",
+							"A budgets list may name at most this many services (the \"*\" entry not counted).",
+							&dbpg_max_services,
+							128, 1, 100000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("dbpool_guard.budgets",
+							   "Connection budget of each service, by application_name.",
+							   "Comma-separated entries name=budget or name=budget@threshold; \"*\" is one shared budget for all unlisted services.",
+							   &dbpg_budgets_string,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_budgets, assign_budgets, NULL);
+
+	DefineCustomRealVariable("dbpool_guard.threshold",
+							 "Default share of a budget at which new sessions are refused.",
+							 NULL,
+							 &dbpg_threshold,
+							 0.85, 0.0, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 check_threshold, assign_threshold, NULL);
+
+	DefineCustomRealVariable("dbpool_guard.warning_threshold",
+							 "Share of a budget at which a service is reported as \"warning\".",
+							 NULL,
+							 &dbpg_warning_threshold,
+							 0.75, 0.0, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 check_threshold, NULL, NULL);
+
+	DefineCustomEnumVariable("dbpool_guard.mode",
+							 "What dbpool_guard does at login: enforce, monitor or off.",
+							 "monitor counts and logs would-be refusals but admits every session.",
+							 &dbpg_mode,
+							 DBPG_MODE_ENFORCE,
+							 mode_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("dbpool_guard.exempt_roles",
+							   "Roles whose sessions (and their members' sessions) are never refused and use no budget.",
+							   "Comma-separated role names, written as in pg_hba.conf.",
+							   &dbpg_exempt_string,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_exempt, assign_exempt, NULL);
+
+	DefineCustomIntVariable("dbpool_guard.sample_interval",
+							"Period of the worker's samples of the backend status array.",
+							NULL,
+							&dbpg_sample_interval,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("dbpool_guard");
+}
+
+void
+_PG_init(void)
+{
+	/*
+	 * Without preloading there is no shared memory and no hook: stay quiet
+	 * and let the SQL functions say what is missing.
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	define_gucs();
+	dbpg_shmem_init_hooks();
+	dbpg_admission_init();
+	dbpg_register_worker();
+}

@@ -1,0 +1,157 @@
+/*-------------------------------------------------------------------------
+ * dbpool_guard.h
+ *		What crosses the files of dbpool_guard: GUC values, shared state.
+ *
+ * IDENTIFICATION
+ *		src/dbpool_guard.h
+ *-------------------------------------------------------------------------
+ */
+#ifndef DBPOOL_GUARD_H
+#define DBPOOL_GUARD_H
+
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/s_lock.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "budgets.h"
+
+/* Name of the one named LWLock tranche (two locks) and of the worker. */
+#define DBPG_TRANCHE		"dbpool_guard"
+#define DBPG_WORKER_TYPE	"dbpool_guard worker"
+
+/* Refusals kept for dbpool_guard.rejections. */
+#define DBPG_RING_SIZE		1000
+
+/* Longest exempt_roles list. */
+#define DBPG_MAX_EXEMPT		64
+
+typedef enum DbpgMode
+{
+	DBPG_MODE_ENFORCE,
+	DBPG_MODE_MONITOR,
+	DBPG_MODE_OFF
+} DbpgMode;
+
+/* A session's state as last sampled by the worker. */
+typedef enum DbpgState
+{
+	DBPG_STATE_UNKNOWN = 0,		/* not sampled yet */
+	DBPG_STATE_ACTIVE,
+	DBPG_STATE_WAITING,			/* active, waiting on a heavyweight lock */
+	DBPG_STATE_IDLE,
+	DBPG_STATE_IDLE_IN_XACT,
+	DBPG_STATE_IDLE_IN_XACT_ABORTED,
+	DBPG_STATE_OTHER			/* starting, fastpath, disabled */
+} DbpgState;
+
+/* Per-bucket figures from the last sample, written only by the worker. */
+typedef struct DbpgSample
+{
+	int32		active;
+	int32		idle;
+	int32		idle_in_xact;
+	int32		waiting;
+	int32		held;			/* holdings found for this bucket */
+	TimestampTz oldest_iit_start;	/* 0 when none is idle in transaction */
+} DbpgSample;
+
+/*
+ * A bucket: the slots and counters of one service, or of "*".  Named
+ * buckets live in a shared hash keyed by name; the "*" bucket is part of
+ * DbpgShared.  A bucket is removed only when it holds no slot and is no
+ * longer listed, and only under the exclusive lock.
+ */
+typedef struct DbpgBucket
+{
+	char		name[NAMEDATALEN];	/* hash key: must be first */
+	pg_atomic_uint32 in_use;	/* slots held now */
+	pg_atomic_uint32 peak;
+	pg_atomic_uint64 admitted;
+	pg_atomic_uint64 rejected;
+	pg_atomic_uint64 would_reject;
+	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
+	pg_atomic_uint64 log_second;	/* second of the last logged refusal */
+	pg_atomic_uint32 log_suppressed;	/* refusals not logged since */
+
+	slock_t		mutex;			/* protects sample */
+	DbpgSample	sample;
+
+	/* worker-private bookkeeping, touched by the worker only */
+	DbpgSample	scratch;
+	bool		warned;			/* above warning_threshold */
+	int			mismatches;		/* consecutive samples held != in_use */
+} DbpgBucket;
+
+/* What one admitted backend holds; indexed by the backend's slot. */
+typedef struct DbpgHolding
+{
+	slock_t		mutex;
+	int			pid;			/* 0 when free */
+	DbpgBucket *bucket;
+	PGPROC	   *proc;
+	TimestampTz admitted_at;
+	NameData	user_name;
+	uint8		state;			/* DbpgState from the last sample */
+} DbpgHolding;
+
+/* One refusal (or would-be refusal in monitor mode). */
+typedef struct DbpgRejection
+{
+	TimestampTz at;
+	char		service[NAMEDATALEN];
+	NameData	user_name;
+	NameData	database_name;
+	char		client_addr[64];	/* numeric text; "" when not over IP */
+	int32		connections;
+	int32		budget;
+	bool		enforced;
+} DbpgRejection;
+
+typedef struct DbpgShared
+{
+	LWLock	   *lock;			/* the bucket hash */
+	LWLock	   *ring_lock;		/* the rejection ring */
+	int			nbuckets;		/* named buckets; under lock */
+	pg_atomic_uint64 overflow;	/* admitted unguarded: table full */
+	pg_atomic_uint64 last_overflow_log;
+	pg_atomic_uint64 sampled_at;	/* TimestampTz of the last sample */
+	DbpgBucket	deflt;			/* the shared "*" bucket */
+	uint64		ring_next;		/* refusals ever recorded; under ring_lock */
+	DbpgRejection ring[DBPG_RING_SIZE];
+} DbpgShared;
+
+/* GUCs (dbpool_guard.c) */
+extern int	dbpg_mode;
+extern int	dbpg_max_services;
+extern int	dbpg_sample_interval;
+extern double dbpg_threshold;
+extern double dbpg_warning_threshold;
+extern char *dbpg_budgets_string;
+extern char *dbpg_exempt_string;
+extern const DbpgBudgets *dbpg_budgets;		/* NULL until set */
+extern const DbpgNameList *dbpg_exempt;
+extern int32 dbpg_threshold_ppm;
+
+/* shmem.c */
+extern DbpgShared *dbpg_shared;
+extern HTAB *dbpg_hash;
+extern DbpgHolding *dbpg_holdings;
+extern int	dbpg_nholdings;
+extern void dbpg_shmem_init_hooks(void);
+extern void dbpg_require_shared(void);
+extern void dbpg_bucket_init(DbpgBucket *b);
+extern DbpgBucket *dbpg_bucket_insert(const char *name);
+
+/* admission.c */
+extern void dbpg_admission_init(void);
+extern int32 dbpg_entry_cap(const DbpgBudgetEntry *e);
+extern int32 dbpg_entry_threshold(const DbpgBudgetEntry *e);
+
+/* worker.c */
+extern void dbpg_register_worker(void);
+extern const char *dbpg_state_name(DbpgState s);
+
+#endif							/* DBPOOL_GUARD_H */

@@ -1,0 +1,369 @@
+/*-------------------------------------------------------------------------
+ * views.c
+ *		SQL functions behind the dbpool_guard views.
+ *
+ * The C symbols carry the extension version that introduced their
+ * result shape, so that an older SQL script keeps working with a newer
+ * library.
+ *
+ * IDENTIFICATION
+ *		src/views.c
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "compat.h"
+#include "dbpool_guard.h"
+
+PG_FUNCTION_INFO_V1(dbpool_guard_status_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_sessions_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
+
+#define STATUS_COLS			18
+#define REJECTIONS_COLS		8
+#define SESSIONS_COLS		5
+#define BUDGET_CHECK_COLS	5
+
+/* A consistent copy of one bucket's figures. */
+typedef struct BucketCopy
+{
+	char		name[NAMEDATALEN];
+	uint32		in_use;
+	uint32		peak;
+	uint64		admitted;
+	uint64		rejected;
+	uint64		would_reject;
+	TimestampTz last_rejected_at;
+	DbpgSample	sample;
+} BucketCopy;
+
+static void
+copy_bucket(DbpgBucket *b, BucketCopy *c)
+{
+	strlcpy(c->name, b->name, NAMEDATALEN);
+	c->in_use = pg_atomic_read_u32(&b->in_use);
+	c->peak = pg_atomic_read_u32(&b->peak);
+	c->admitted = pg_atomic_read_u64(&b->admitted);
+	c->rejected = pg_atomic_read_u64(&b->rejected);
+	c->would_reject = pg_atomic_read_u64(&b->would_reject);
+	c->last_rejected_at = (TimestampTz) pg_atomic_read_u64(&b->last_rejected_at);
+	SpinLockAcquire(&b->mutex);
+	c->sample = b->sample;
+	SpinLockRelease(&b->mutex);
+}
+
+static void
+put_status_row(ReturnSetInfo *rsinfo, const char *name,
+			   const DbpgBudgetEntry *e, const BucketCopy *c,
+			   TimestampTz sampled_at)
+{
+	Datum		values[STATUS_COLS];
+	bool		nulls[STATUS_COLS];
+	int32		cap = -1;
+	uint32		in_use = c ? c->in_use : 0;
+	const char *state = "ok";
+	int			i = 0;
+
+	memset(nulls, 0, sizeof(nulls));
+	if (e != NULL)
+	{
+		cap = dbpg_entry_cap(e);
+		if (e->budget == 0 || in_use >= (uint32) cap)
+			state = "rejecting";
+		else if ((double) in_use / e->budget >= dbpg_warning_threshold)
+			state = "warning";
+	}
+
+	values[i++] = CStringGetTextDatum(name);
+	/* budget, threshold, cap */
+	if (e != NULL)
+	{
+		values[i++] = Int32GetDatum(e->budget);
+		values[i++] = Float8GetDatum(dbpg_entry_threshold(e) / (double) DBPG_PPM);
+		values[i++] = Int32GetDatum(cap);
+	}
+	else
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	values[i++] = Int32GetDatum((int32) in_use);
+	/* active, idle, idle_in_transaction, waiting: NULL before a sample */
+	if (sampled_at != 0)
+	{
+		values[i++] = Int32GetDatum(c ? c->sample.active : 0);
+		values[i++] = Int32GetDatum(c ? c->sample.idle : 0);
+		values[i++] = Int32GetDatum(c ? c->sample.idle_in_xact : 0);
+		values[i++] = Int32GetDatum(c ? c->sample.waiting : 0);
+	}
+	else
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	/* utilization */
+	if (e != NULL && e->budget > 0)
+		values[i++] = Float8GetDatum((double) in_use / e->budget);
+	else
+		nulls[i++] = true;
+	values[i++] = CStringGetTextDatum(state);
+	values[i++] = Int64GetDatum(c ? (int64) c->admitted : 0);
+	values[i++] = Int64GetDatum(c ? (int64) c->rejected : 0);
+	values[i++] = Int64GetDatum(c ? (int64) c->would_reject : 0);
+	values[i++] = Int32GetDatum(c ? (int32) c->peak : 0);
+	/* last_rejected_at */
+	if (c && c->last_rejected_at != 0)
+		values[i++] = TimestampTzGetDatum(c->last_rejected_at);
+	else
+		nulls[i++] = true;
+	/* longest_idle_in_transaction, as of the sample */
+	if (sampled_at != 0)
+	{
+		Interval   *iv = palloc0(sizeof(Interval));
+		TimestampTz oldest = c ? c->sample.oldest_iit_start : 0;
+
+		if (oldest != 0 && sampled_at > oldest)
+		{
+			int64		usecs = sampled_at - oldest;
+
+			iv->day = (int32) (usecs / USECS_PER_DAY);
+			iv->time = usecs % USECS_PER_DAY;
+		}
+		values[i++] = IntervalPGetDatum(iv);
+		values[i++] = TimestampTzGetDatum(sampled_at);
+	}
+	else
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	Assert(i == STATUS_COLS);
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+Datum
+dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	const DbpgBudgets *cfg = dbpg_budgets;
+	TimestampTz sampled_at;
+	HASH_SEQ_STATUS status;
+	DbpgBucket *b;
+	BucketCopy *copies;
+	int			ncopies = 0;
+	BucketCopy	deflt;
+
+	dbpg_require_shared();
+	dbpg_init_srf(fcinfo);
+
+	sampled_at = (TimestampTz) pg_atomic_read_u64(&dbpg_shared->sampled_at);
+
+	/* copy the named buckets under the shared lock, emit rows after */
+	copies = palloc(sizeof(BucketCopy) * (dbpg_max_services + 1));
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	hash_seq_init(&status, dbpg_hash);
+	while ((b = hash_seq_search(&status)) != NULL)
+	{
+		if (ncopies < dbpg_max_services)
+			copy_bucket(b, &copies[ncopies++]);
+	}
+	LWLockRelease(dbpg_shared->lock);
+	copy_bucket(&dbpg_shared->deflt, &deflt);
+
+	/* every listed service, in name order, with or without a bucket yet */
+	for (int i = 0; cfg != NULL && i < cfg->nentries; i++)
+	{
+		const DbpgBudgetEntry *e = &cfg->entries[i];
+		BucketCopy *c = NULL;
+
+		for (int j = 0; j < ncopies; j++)
+		{
+			if (strcmp(copies[j].name, e->name) == 0)
+			{
+				c = &copies[j];
+				break;
+			}
+		}
+		put_status_row(rsinfo, e->name, e, c, sampled_at);
+	}
+
+	/* services no longer listed keep a row while they hold slots */
+	for (int j = 0; j < ncopies; j++)
+	{
+		if (copies[j].in_use > 0 && dbpg_budgets_find(cfg, copies[j].name) == NULL)
+			put_status_row(rsinfo, copies[j].name, NULL, &copies[j], sampled_at);
+	}
+
+	put_status_row(rsinfo, "*",
+				   (cfg != NULL && cfg->has_default) ? &cfg->deflt : NULL,
+				   &deflt, sampled_at);
+
+	return (Datum) 0;
+}
+
+Datum
+dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DbpgRejection *ring;
+	uint64		next;
+	int			count;
+
+	dbpg_require_shared();
+	dbpg_init_srf(fcinfo);
+
+	ring = palloc(sizeof(DbpgRejection) * DBPG_RING_SIZE);
+	LWLockAcquire(dbpg_shared->ring_lock, LW_SHARED);
+	next = dbpg_shared->ring_next;
+	memcpy(ring, dbpg_shared->ring, sizeof(DbpgRejection) * DBPG_RING_SIZE);
+	LWLockRelease(dbpg_shared->ring_lock);
+
+	count = next < DBPG_RING_SIZE ? (int) next : DBPG_RING_SIZE;
+	for (int k = 0; k < count; k++)
+	{
+		/* newest first */
+		DbpgRejection *r = &ring[(next - 1 - k) % DBPG_RING_SIZE];
+		Datum		values[REJECTIONS_COLS];
+		bool		nulls[REJECTIONS_COLS];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = TimestampTzGetDatum(r->at);
+		values[1] = CStringGetTextDatum(r->service);
+		values[2] = CStringGetTextDatum(NameStr(r->user_name));
+		values[3] = CStringGetTextDatum(NameStr(r->database_name));
+		if (r->client_addr[0] != '\0')
+			values[4] = DirectFunctionCall1(inet_in, CStringGetDatum(r->client_addr));
+		else
+			nulls[4] = true;
+		values[5] = Int32GetDatum(r->connections);
+		values[6] = Int32GetDatum(r->budget);
+		values[7] = BoolGetDatum(r->enforced);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+dbpool_guard_sessions_1_0(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	dbpg_require_shared();
+	dbpg_init_srf(fcinfo);
+
+	for (int i = 0; i < dbpg_nholdings; i++)
+	{
+		DbpgHolding *h = &dbpg_holdings[i];
+		Datum		values[SESSIONS_COLS];
+		bool		nulls[SESSIONS_COLS];
+		int			pid;
+		char		service[NAMEDATALEN];
+		NameData	user;
+		TimestampTz admitted_at;
+		uint8		state;
+		const char *sname;
+
+		/* the bucket name is read under the holding's lock: it cannot go away */
+		SpinLockAcquire(&h->mutex);
+		pid = h->pid;
+		if (pid != 0 && h->bucket != NULL)
+			memcpy(service, h->bucket->name, NAMEDATALEN);
+		user = h->user_name;
+		admitted_at = h->admitted_at;
+		state = h->state;
+		SpinLockRelease(&h->mutex);
+		if (pid == 0)
+			continue;
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int32GetDatum(pid);
+		values[1] = CStringGetTextDatum(service);
+		values[2] = CStringGetTextDatum(NameStr(user));
+		values[3] = TimestampTzGetDatum(admitted_at);
+		sname = dbpg_state_name((DbpgState) state);
+		if (sname != NULL)
+			values[4] = CStringGetTextDatum(sname);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+dbpool_guard_budget_check_1_0(PG_FUNCTION_ARGS)
+{
+	const DbpgBudgets *cfg = dbpg_budgets;
+	TupleDesc	tupdesc;
+	Datum		values[BUDGET_CHECK_COLS];
+	bool		nulls[BUDGET_CHECK_COLS];
+	int64		total = 0;
+	int			reserved = dbpg_reserved_connections();
+	int			available = MaxConnections - reserved;
+
+	dbpg_require_shared();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	for (int i = 0; cfg != NULL && i < cfg->nentries; i++)
+		total += cfg->entries[i].budget;
+	if (cfg != NULL && cfg->has_default)
+		total += cfg->deflt.budget;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int32GetDatum((int32) Min(total, PG_INT32_MAX));
+	values[1] = Int32GetDatum(MaxConnections);
+	values[2] = Int32GetDatum(reserved);
+	values[3] = Int32GetDatum(available);
+	values[4] = BoolGetDatum(total > available);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
+Datum
+dbpool_guard_reset_counters_1_0(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS status;
+	DbpgBucket *b;
+
+	dbpg_require_shared();
+
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	hash_seq_init(&status, dbpg_hash);
+	b = &dbpg_shared->deflt;
+	do
+	{
+		pg_atomic_write_u64(&b->admitted, 0);
+		pg_atomic_write_u64(&b->rejected, 0);
+		pg_atomic_write_u64(&b->would_reject, 0);
+		pg_atomic_write_u64(&b->last_rejected_at, 0);
+		/* a peak restarts from what is held now */
+		pg_atomic_write_u32(&b->peak, pg_atomic_read_u32(&b->in_use));
+	} while ((b = hash_seq_search(&status)) != NULL);
+	LWLockRelease(dbpg_shared->lock);
+
+	pg_atomic_write_u64(&dbpg_shared->overflow, 0);
+
+	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
+	dbpg_shared->ring_next = 0;
+	LWLockRelease(dbpg_shared->ring_lock);
+
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,483 @@
+/*-------------------------------------------------------------------------
+ * worker.c
+ *		The sampling worker: sessions by state, leak signals, warnings.
+ *
+ * Every sample_interval the worker reads a fresh snapshot of the backend
+ * status array (what pg_stat_activity shows), joins it by pid to the
+ * holdings array, and publishes per bucket the admitted sessions by
+ * state and the oldest idle-in-transaction start.  A sample is linear in
+ * the number of backends: the pid join goes through a local hash table,
+ * and "waiting" is read from the PGPROC each holding recorded.
+ *
+ * Admission never depends on the worker: it only observes, logs, and
+ * publishes figures.  It never changes an admission counter.
+ *
+ * IDENTIFICATION
+ *		src/worker.c
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/backend_status.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "dbpool_guard.h"
+
+PGDLLEXPORT void dbpg_worker_main(Datum main_arg);
+
+/* A holding not among live backends after this long is a mismatch. */
+#define MISSING_GRACE_USECS		(10 * USECS_PER_SEC)
+/* At most one mismatch report this often. */
+#define MISMATCH_LOG_USECS		(60 * USECS_PER_SEC)
+/* A service leaves "warning" this far below warning_threshold. */
+#define WARNING_HYSTERESIS		0.05
+
+/* Local pid -> backend state map, rebuilt each sample (open addressing). */
+typedef struct PidEntry
+{
+	int			pid;			/* 0 = empty */
+	BackendState state;
+	TimestampTz state_start;
+} PidEntry;
+
+typedef struct LogEvent
+{
+	char		name[NAMEDATALEN];
+	bool		up;				/* crossed up (WARNING) or back down (LOG) */
+	uint32		in_use;
+	int32		budget;
+	int32		warn_pct;
+} LogEvent;
+
+static PidEntry *pidmap = NULL;
+static int	pidmap_size = 0;	/* power of two */
+static MemoryContext pass_cxt = NULL;
+static TimestampTz last_mismatch_log = 0;
+
+const char *
+dbpg_state_name(DbpgState s)
+{
+	switch (s)
+	{
+		case DBPG_STATE_ACTIVE:
+			return "active";
+		case DBPG_STATE_WAITING:
+			return "waiting";
+		case DBPG_STATE_IDLE:
+			return "idle";
+		case DBPG_STATE_IDLE_IN_XACT:
+			return "idle in transaction";
+		case DBPG_STATE_IDLE_IN_XACT_ABORTED:
+			return "idle in transaction (aborted)";
+		case DBPG_STATE_OTHER:
+			return "other";
+		case DBPG_STATE_UNKNOWN:
+			break;
+	}
+	return NULL;
+}
+
+void
+dbpg_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* consistent state, so that it runs on hot standbys too */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "dbpool_guard", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "dbpg_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, DBPG_WORKER_TYPE, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, DBPG_WORKER_TYPE, BGW_MAXLEN);
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&worker);
+}
+
+static uint32
+pid_hash(int pid)
+{
+	return ((uint32) pid) * 2654435761U;
+}
+
+static void
+pidmap_put(int pid, BackendState state, TimestampTz start)
+{
+	uint32		mask = (uint32) pidmap_size - 1;
+	uint32		i = pid_hash(pid) & mask;
+
+	while (pidmap[i].pid != 0 && pidmap[i].pid != pid)
+		i = (i + 1) & mask;
+	pidmap[i].pid = pid;
+	pidmap[i].state = state;
+	pidmap[i].state_start = start;
+}
+
+static PidEntry *
+pidmap_get(int pid)
+{
+	uint32		mask = (uint32) pidmap_size - 1;
+	uint32		i = pid_hash(pid) & mask;
+
+	while (pidmap[i].pid != 0)
+	{
+		if (pidmap[i].pid == pid)
+			return &pidmap[i];
+		i = (i + 1) & mask;
+	}
+	return NULL;
+}
+
+/* The budget entry that governs a bucket under the current settings. */
+static const DbpgBudgetEntry *
+bucket_entry(DbpgBucket *b)
+{
+	const DbpgBudgets *cfg = dbpg_budgets;
+
+	if (b == &dbpg_shared->deflt)
+		return (cfg != NULL && cfg->has_default) ? &cfg->deflt : NULL;
+	return dbpg_budgets_find(cfg, b->name);
+}
+
+static DbpgState
+classify(BackendState st, PGPROC *proc)
+{
+	switch (st)
+	{
+		case STATE_RUNNING:
+			if (proc != NULL &&
+				((*(volatile uint32 *) &proc->wait_event_info) & 0xFF000000U) == PG_WAIT_LOCK)
+				return DBPG_STATE_WAITING;
+			return DBPG_STATE_ACTIVE;
+		case STATE_IDLE:
+			return DBPG_STATE_IDLE;
+		case STATE_IDLEINTRANSACTION:
+			return DBPG_STATE_IDLE_IN_XACT;
+		case STATE_IDLEINTRANSACTION_ABORTED:
+			return DBPG_STATE_IDLE_IN_XACT_ABORTED;
+		default:
+			/* undefined, fastpath, disabled, and starting (18) */
+			return DBPG_STATE_OTHER;
+	}
+}
+
+static void
+check_bucket(DbpgBucket *b, List **events, uint32 *mismatched)
+{
+	const DbpgBudgetEntry *e = bucket_entry(b);
+	uint32		in_use = pg_atomic_read_u32(&b->in_use);
+
+	SpinLockAcquire(&b->mutex);
+	b->sample = b->scratch;
+	SpinLockRelease(&b->mutex);
+
+	/* holdings and slots disagree two samples running: report, never fix */
+	if ((uint32) b->scratch.held != in_use)
+	{
+		if (++b->mismatches == 2)
+			(*mismatched)++;
+	}
+	else
+		b->mismatches = 0;
+
+	if (e != NULL && e->budget > 0)
+	{
+		double		u = (double) in_use / e->budget;
+		bool		up = !b->warned && u >= dbpg_warning_threshold;
+		bool		down = b->warned && u < dbpg_warning_threshold - WARNING_HYSTERESIS;
+
+		if (up || down)
+		{
+			LogEvent   *ev = palloc(sizeof(LogEvent));
+
+			strlcpy(ev->name, b->name, NAMEDATALEN);
+			ev->up = up;
+			ev->in_use = in_use;
+			ev->budget = e->budget;
+			ev->warn_pct = (int32) (dbpg_warning_threshold * 100 + 0.5);
+			*events = lappend(*events, ev);
+			b->warned = up;
+		}
+	}
+	else if (b->warned)
+		b->warned = false;		/* unlisted or unlimited now: no level */
+}
+
+static void
+take_sample(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	HASH_SEQ_STATUS status;
+	DbpgBucket *b;
+	List	   *events = NIL;
+	ListCell   *lc;
+	uint32		missing = 0;
+	uint32		mismatched = 0;
+	int			n;
+
+	MemoryContextReset(pass_cxt);
+	MemoryContextSwitchTo(pass_cxt);
+
+	/* a fresh snapshot: no transaction end clears it for us */
+	pgstat_clear_backend_activity_snapshot();
+	n = pgstat_fetch_stat_numbackends();
+	memset(pidmap, 0, sizeof(PidEntry) * pidmap_size);
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = dbpg_local_beentry(i);
+
+		if (l == NULL || l->backendStatus.st_procpid <= 0)
+			continue;
+		pidmap_put(l->backendStatus.st_procpid, l->backendStatus.st_state,
+				   l->backendStatus.st_state_start_timestamp);
+	}
+
+	/* shared: logins keep going; only an insert waits for this pass */
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+
+	memset(&dbpg_shared->deflt.scratch, 0, sizeof(DbpgSample));
+	hash_seq_init(&status, dbpg_hash);
+	while ((b = hash_seq_search(&status)) != NULL)
+		memset(&b->scratch, 0, sizeof(DbpgSample));
+
+	for (int i = 0; i < dbpg_nholdings; i++)
+	{
+		DbpgHolding *h = &dbpg_holdings[i];
+		int			pid;
+		DbpgBucket *hb;
+		PGPROC	   *proc;
+		TimestampTz admitted_at;
+		PidEntry   *pe;
+		DbpgState	st;
+		DbpgSample *sc;
+
+		SpinLockAcquire(&h->mutex);
+		pid = h->pid;
+		hb = h->bucket;
+		proc = h->proc;
+		admitted_at = h->admitted_at;
+		SpinLockRelease(&h->mutex);
+		if (pid == 0 || hb == NULL)
+			continue;
+
+		sc = &hb->scratch;
+		sc->held++;
+		pe = pidmap_get(pid);
+		if (pe == NULL)
+		{
+			/* admitted a moment ago and not reported yet, or lost */
+			if (now - admitted_at > MISSING_GRACE_USECS)
+				missing++;
+			continue;
+		}
+		st = classify(pe->state, proc);
+		switch (st)
+		{
+			case DBPG_STATE_ACTIVE:
+				sc->active++;
+				break;
+			case DBPG_STATE_WAITING:
+				sc->waiting++;
+				break;
+			case DBPG_STATE_IDLE:
+				sc->idle++;
+				break;
+			case DBPG_STATE_IDLE_IN_XACT:
+			case DBPG_STATE_IDLE_IN_XACT_ABORTED:
+				sc->idle_in_xact++;
+				if (pe->state_start != 0 &&
+					(sc->oldest_iit_start == 0 || pe->state_start < sc->oldest_iit_start))
+					sc->oldest_iit_start = pe->state_start;
+				break;
+			default:
+				break;
+		}
+
+		SpinLockAcquire(&h->mutex);
+		if (h->pid == pid)
+			h->state = (uint8) st;
+		SpinLockRelease(&h->mutex);
+	}
+
+	check_bucket(&dbpg_shared->deflt, &events, &mismatched);
+	hash_seq_init(&status, dbpg_hash);
+	while ((b = hash_seq_search(&status)) != NULL)
+		check_bucket(b, &events, &mismatched);
+
+	LWLockRelease(dbpg_shared->lock);
+
+	pg_atomic_write_u64(&dbpg_shared->sampled_at, (uint64) now);
+	pgstat_clear_backend_activity_snapshot();
+
+	/* log after letting go of the lock */
+	foreach(lc, events)
+	{
+		LogEvent   *ev = lfirst(lc);
+
+		if (ev->up)
+			ereport(WARNING,
+					errmsg("dbpool_guard: service \"%s\" is at %.0f%% of its budget (%u of %d connections), at or above the warning level of %d%%",
+						   ev->name, 100.0 * ev->in_use / ev->budget,
+						   ev->in_use, ev->budget, ev->warn_pct));
+		else
+			ereport(LOG,
+					errmsg("dbpool_guard: service \"%s\" is back below its warning level (%u of %d connections)",
+						   ev->name, ev->in_use, ev->budget));
+	}
+
+	if ((missing > 0 || mismatched > 0) &&
+		now - last_mismatch_log >= MISMATCH_LOG_USECS)
+	{
+		last_mismatch_log = now;
+		ereport(WARNING,
+				errmsg("dbpool_guard: holdings disagree with live backends"),
+				errdetail("%u admitted sessions were not found among live backends; %u services hold a different number of slots than of recorded sessions.",
+						  missing, mismatched),
+				errhint("The admission counters are left as they are; please report this."));
+	}
+
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
+/* One line on what is in force, at start and after each reload. */
+static void
+log_configuration(void)
+{
+	const DbpgBudgets *cfg = dbpg_budgets;
+	const DbpgNameList *ex = dbpg_exempt;
+	int			nbudgets = cfg ? cfg->nentries + (cfg->has_default ? 1 : 0) : 0;
+	int64		total = 0;
+	int			available = MaxConnections - dbpg_reserved_connections();
+	StringInfoData roles;
+	StringInfoData missing;
+	const char *mode = dbpg_mode == DBPG_MODE_ENFORCE ? "enforce" :
+		dbpg_mode == DBPG_MODE_MONITOR ? "monitor" : "off";
+
+	for (int i = 0; cfg && i < cfg->nentries; i++)
+		total += cfg->entries[i].budget;
+	if (cfg && cfg->has_default)
+		total += cfg->deflt.budget;
+
+	initStringInfo(&roles);
+	initStringInfo(&missing);
+	if (ex == NULL || ex->nnames == 0)
+		appendStringInfoString(&roles, "none");
+	else
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		for (int i = 0; i < ex->nnames; i++)
+		{
+			appendStringInfo(&roles, "%s\"%s\"", i ? ", " : "", ex->names[i]);
+			if (!OidIsValid(get_role_oid(ex->names[i], true)))
+				appendStringInfo(&missing, "%s\"%s\"", missing.len ? ", " : "",
+								 ex->names[i]);
+		}
+		CommitTransactionCommand();
+	}
+
+	ereport(LOG,
+			errmsg("dbpool_guard: mode \"%s\", %d budgets (total %lld of %d available connections), default threshold %g, warning threshold %g, exempt roles: %s",
+				   mode, nbudgets, (long long) total, available,
+				   dbpg_threshold, dbpg_warning_threshold, roles.data));
+
+	if (missing.len > 0)
+		ereport(WARNING,
+				errmsg("dbpool_guard: exempt roles that do not exist: %s", missing.data),
+				errdetail("They exempt nobody until they are created."));
+
+	if (nbudgets == 0)
+		ereport(WARNING,
+				errmsg("dbpool_guard: no budgets are in force"),
+				errdetail("\"dbpool_guard.budgets\" is empty: sessions are counted but never refused."),
+				errhint("If postgresql.conf sets a value, it was rejected; an earlier log line says why."));
+	else if (total > available)
+		ereport(WARNING,
+				errmsg("dbpool_guard: budgets are oversubscribed: total %lld exceeds the %d available connections",
+					   (long long) total, available),
+				errdetail("max_connections is %d, of which %d are reserved.",
+						  MaxConnections, dbpg_reserved_connections()),
+				errhint("Lower some budgets or raise max_connections, or the services can exhaust the server together."));
+
+	pfree(roles.data);
+	pfree(missing.data);
+}
+
+void
+dbpg_worker_main(Datum main_arg)
+{
+	uint32		wait_event;
+	TimestampTz next;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* shared catalogs only: for role names, and a pg_stat_activity row */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	if (dbpg_shared == NULL)
+		proc_exit(0);			/* cannot happen when preloaded; do not restart */
+
+	wait_event = dbpg_wait_event_main();
+	pass_cxt = AllocSetContextCreate(TopMemoryContext, "dbpool_guard sample",
+									 ALLOCSET_DEFAULT_SIZES);
+	pidmap_size = 64;
+	while (pidmap_size < 2 * (MaxBackends + NUM_AUXILIARY_PROCS))
+		pidmap_size <<= 1;
+	pidmap = MemoryContextAllocZero(TopMemoryContext,
+									sizeof(PidEntry) * pidmap_size);
+
+	log_configuration();
+
+	next = GetCurrentTimestamp();
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			log_configuration();
+		}
+
+		now = GetCurrentTimestamp();
+		if (now >= next)
+		{
+			take_sample();
+			/* keep a fixed schedule; after a stall, start again from now */
+			next += (TimestampTz) dbpg_sample_interval * 1000;
+			if (next <= now)
+				next = now + (TimestampTz) dbpg_sample_interval * 1000;
+			now = GetCurrentTimestamp();
+		}
+
+		timeout = (long) ((next - now + 999) / 1000);
+		if (timeout < 0)
+			timeout = 0;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, wait_event);
+		ResetLatch(MyLatch);
+	}
+}
