@@ -233,7 +233,7 @@ parse_budget(Cursor *c, int max_budget, int32_t *out, const char **problem)
 
 	if (c->p >= c->end || !is_digit(*c->p))
 	{
-		*problem = "has no budget: a whole number of connections must follow \"=\"";
+		*problem = "has no budget: a whole number of connections from 0 to max_connections must follow \"=\"";
 		return false;
 	}
 	while (c->p < c->end && is_digit(*c->p))
@@ -369,7 +369,7 @@ dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
 		skip_space(&c);
 		if (c.p >= c.end || *c.p != '=')
 		{
-			problem = "has no \"=\" after the name; write name=budget or name=budget@threshold";
+			problem = "has no \"=\" after the name; write name=budget or name=budget@threshold, with a name containing white space or , = @ \" in double quotes";
 			goto bad;
 		}
 		c.p++;
@@ -377,6 +377,11 @@ dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
 		if (!parse_budget(&c, max_budget, &e.budget, &problem))
 			goto bad;
 		skip_space(&c);
+		if (c.p < c.end && *c.p == '.')
+		{
+			problem = "has a budget that is not a whole number of connections";
+			goto bad;
+		}
 		if (c.p < c.end && *c.p == '@')
 		{
 			c.p++;
@@ -384,6 +389,11 @@ dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
 			if (!parse_threshold(&c, &e.threshold_ppm, &problem))
 				goto bad;
 			skip_space(&c);
+			if (c.p < c.end)
+			{
+				problem = "has unexpected text after the threshold; a threshold is a plain decimal such as 0.85";
+				goto bad;
+			}
 		}
 		if (c.p < c.end)
 		{

@@ -72,6 +72,8 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 admitted;
 	pg_atomic_uint64 rejected;
 	pg_atomic_uint64 would_reject;
+	pg_atomic_uint64 terminated;	/* by dbpool_guard.terminate_sessions() */
+	pg_atomic_uint64 misattributed; /* claims of this service refused trust */
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
 	pg_atomic_uint64 log_second;	/* second of the last logged refusal */
 	pg_atomic_uint32 log_suppressed;	/* refusals not logged since */

@@ -66,6 +66,8 @@ dbpg_bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->admitted, 0);
 	pg_atomic_init_u64(&b->rejected, 0);
 	pg_atomic_init_u64(&b->would_reject, 0);
+	pg_atomic_init_u64(&b->terminated, 0);
+	pg_atomic_init_u64(&b->misattributed, 0);
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
 	pg_atomic_init_u64(&b->log_second, 0);
 	pg_atomic_init_u32(&b->log_suppressed, 0);

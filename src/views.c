@@ -32,10 +32,25 @@ PG_FUNCTION_INFO_V1(dbpool_guard_sessions_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
 
-#define STATUS_COLS			18
+/*
+ * dbpool_guard.status grows by appending columns; the function fills as
+ * many as the calling SQL definition declares, so every released shape
+ * keeps working.  1.0 has 18; later versions append counters in
+ * StatusExtra order.
+ */
+#define STATUS_COLS_1_0		18
+#define STATUS_COLS_MAX		(STATUS_COLS_1_0 + STATUS_NEXTRA)
 #define REJECTIONS_COLS		8
 #define SESSIONS_COLS		5
 #define BUDGET_CHECK_COLS	5
+
+/* Counters appended to dbpool_guard.status by later versions, in order. */
+typedef enum StatusExtra
+{
+	STATUS_TERMINATED,			/* terminated_total */
+	STATUS_MISATTRIBUTED,		/* misattributed_total */
+	STATUS_NEXTRA
+} StatusExtra;
 
 /* A consistent copy of one bucket's figures. */
 typedef struct BucketCopy
@@ -46,6 +61,7 @@ typedef struct BucketCopy
 	uint64		admitted;
 	uint64		rejected;
 	uint64		would_reject;
+	uint64		extra[STATUS_NEXTRA];
 	TimestampTz last_rejected_at;
 	DbpgSample	sample;
 } BucketCopy;
@@ -59,6 +75,8 @@ copy_bucket(DbpgBucket *b, BucketCopy *c)
 	c->admitted = pg_atomic_read_u64(&b->admitted);
 	c->rejected = pg_atomic_read_u64(&b->rejected);
 	c->would_reject = pg_atomic_read_u64(&b->would_reject);
+	c->extra[STATUS_TERMINATED] = pg_atomic_read_u64(&b->terminated);
+	c->extra[STATUS_MISATTRIBUTED] = pg_atomic_read_u64(&b->misattributed);
 	c->last_rejected_at = (TimestampTz) pg_atomic_read_u64(&b->last_rejected_at);
 	SpinLockAcquire(&b->mutex);
 	c->sample = b->sample;
@@ -66,12 +84,12 @@ copy_bucket(DbpgBucket *b, BucketCopy *c)
 }
 
 static void
-put_status_row(ReturnSetInfo *rsinfo, const char *name,
+put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 			   const DbpgBudgetEntry *e, const BucketCopy *c,
 			   TimestampTz sampled_at)
 {
-	Datum		values[STATUS_COLS];
-	bool		nulls[STATUS_COLS];
+	Datum		values[STATUS_COLS_MAX];
+	bool		nulls[STATUS_COLS_MAX];
 	int32		cap = -1;
 	uint32		in_use = c ? c->in_use : 0;
 	const char *state = "ok";
@@ -153,13 +171,16 @@ put_status_row(ReturnSetInfo *rsinfo, const char *name,
 		nulls[i++] = true;
 		nulls[i++] = true;
 	}
-	Assert(i == STATUS_COLS);
+	Assert(i == STATUS_COLS_1_0);
+	for (int k = 0; i < ncols; k++)
+		values[i++] = Int64GetDatum(c ? (int64) c->extra[k] : 0);
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-Datum
-dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
+/* status for a definition with ncols columns */
+static void
+status_internal(FunctionCallInfo fcinfo, int ncols)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	const DbpgBudgets *cfg = dbpg_budgets;
@@ -172,6 +193,9 @@ dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
 
 	dbpg_require_shared();
 	dbpg_init_srf(fcinfo);
+	if (rsinfo->setDesc->natts != ncols)
+		elog(ERROR, "dbpool_guard: status function called with %d result columns, expected %d",
+			 rsinfo->setDesc->natts, ncols);
 
 	sampled_at = (TimestampTz) pg_atomic_read_u64(&dbpg_shared->sampled_at);
 
@@ -201,20 +225,26 @@ dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
 				break;
 			}
 		}
-		put_status_row(rsinfo, e->name, e, c, sampled_at);
+		put_status_row(rsinfo, ncols, e->name, e, c, sampled_at);
 	}
 
 	/* services no longer listed keep a row while they hold slots */
 	for (int j = 0; j < ncopies; j++)
 	{
 		if (copies[j].in_use > 0 && dbpg_budgets_find(cfg, copies[j].name) == NULL)
-			put_status_row(rsinfo, copies[j].name, NULL, &copies[j], sampled_at);
+			put_status_row(rsinfo, ncols, copies[j].name, NULL, &copies[j],
+						   sampled_at);
 	}
 
-	put_status_row(rsinfo, "*",
+	put_status_row(rsinfo, ncols, "*",
 				   (cfg != NULL && cfg->has_default) ? &cfg->deflt : NULL,
 				   &deflt, sampled_at);
+}
 
+Datum
+dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
+{
+	status_internal(fcinfo, STATUS_COLS_1_0);
 	return (Datum) 0;
 }
 
@@ -353,6 +383,8 @@ dbpool_guard_reset_counters_1_0(PG_FUNCTION_ARGS)
 		pg_atomic_write_u64(&b->admitted, 0);
 		pg_atomic_write_u64(&b->rejected, 0);
 		pg_atomic_write_u64(&b->would_reject, 0);
+		pg_atomic_write_u64(&b->terminated, 0);
+		pg_atomic_write_u64(&b->misattributed, 0);
 		pg_atomic_write_u64(&b->last_rejected_at, 0);
 		/* a peak restarts from what is held now */
 		pg_atomic_write_u32(&b->peak, pg_atomic_read_u32(&b->in_use));
