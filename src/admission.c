@@ -149,7 +149,8 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 
 static void
 record_rejection(Port *port, const char *service, uint32 connections,
-				 int32 budget, bool enforced, TimestampTz now)
+				 int32 budget, bool enforced, bool misattributed,
+				 TimestampTz now)
 {
 	DbpgRejection *r;
 
@@ -165,6 +166,7 @@ record_rejection(Port *port, const char *service, uint32 connections,
 	r->connections = (int32) connections;
 	r->budget = budget;
 	r->enforced = enforced;
+	r->misattributed = misattributed;
 	LWLockRelease(dbpg_shared->ring_lock);
 }
 
@@ -202,7 +204,8 @@ role_is_exempt(Oid roleid)
 
 static void
 refuse(Port *port, DbpgBucket *b, const char *service,
-	   const DbpgBudgetEntry *e, int32 cap, uint32 connections)
+	   const DbpgBudgetEntry *e, int32 cap, uint32 connections,
+	   bool misattributed)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	char		addr[64];
@@ -212,7 +215,8 @@ refuse(Port *port, DbpgBucket *b, const char *service,
 
 	pg_atomic_fetch_add_u64(&b->rejected, 1);
 	pg_atomic_write_u64(&b->last_rejected_at, (uint64) now);
-	record_rejection(port, b->name, connections, e->budget, true, now);
+	record_rejection(port, b->name, connections, e->budget, true,
+					 misattributed, now);
 
 	suppress_refusal_log = !refusal_log_allowed(b, now, &suppressed);
 	client_addr_text(port, addr, sizeof(addr));
@@ -248,13 +252,15 @@ refuse(Port *port, DbpgBucket *b, const char *service,
 
 static void
 note_would_refuse(Port *port, DbpgBucket *b, const char *service,
-				  const DbpgBudgetEntry *e, int32 cap, uint32 connections)
+				  const DbpgBudgetEntry *e, int32 cap, uint32 connections,
+				  bool misattributed)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	uint32		suppressed = 0;
 
 	pg_atomic_fetch_add_u64(&b->would_reject, 1);
-	record_rejection(port, b->name, connections, e->budget, false, now);
+	record_rejection(port, b->name, connections, e->budget, false,
+					 misattributed, now);
 
 	if (refusal_log_allowed(b, now, &suppressed))
 	{
@@ -291,6 +297,91 @@ note_overflow(const char *service)
 				errhint("Raise \"dbpool_guard.max_services\" (needs a restart)."));
 }
 
+/*
+ * Find a named bucket, inserting it when a reload added the service.
+ * Returns with dbpg_shared->lock held (shared, or exclusive after an
+ * insert), or NULL with the lock released when the table is full.
+ */
+static DbpgBucket *
+bucket_lookup_locked(const char *name)
+{
+	DbpgBucket *b;
+
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
+	if (b != NULL)
+		return b;
+	LWLockRelease(dbpg_shared->lock);
+	LWLockAcquire(dbpg_shared->lock, LW_EXCLUSIVE);
+	b = dbpg_bucket_insert(name);
+	if (b == NULL)
+		LWLockRelease(dbpg_shared->lock);
+	return b;
+}
+
+/* Is the role one of the bound roles, or a member of one? */
+static bool
+role_is_bound(Oid roleid, const DbpgBinding *bnd)
+{
+	const DbpgBindings *all = dbpg_bindings;
+	char		(*roles)[DBPG_NAME_MAX + 1] = DbpgBindingsRoles(all);
+
+	if (!OidIsValid(roleid))
+		return false;
+	for (int i = bnd->first; i < bnd->first + bnd->count; i++)
+	{
+		Oid			bound = get_role_oid(roles[i], true);
+
+		if (OidIsValid(bound) && is_member_of_role_nosuper(roleid, bound))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A role claimed a bound service it is not bound to: count the claim on
+ * the claimed service's row (if it has one) and log it, at most once a
+ * second per service.
+ */
+static void
+note_claim(Port *port, const char *service, const DbpgBudgetEntry *claimed)
+{
+	DbpgBucket *limiter = &dbpg_shared->deflt;
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		second = (uint64) (now / USECS_PER_SEC);
+	uint64		last;
+
+	if (claimed != NULL)
+	{
+		DbpgBucket *cb = bucket_lookup_locked(claimed->name);
+
+		if (cb != NULL)
+		{
+			pg_atomic_fetch_add_u64(&cb->misattributed, 1);
+			limiter = cb;
+			LWLockRelease(dbpg_shared->lock);
+		}
+	}
+
+	last = pg_atomic_read_u64(&limiter->claim_log_second);
+	if (second != last &&
+		pg_atomic_compare_exchange_u64(&limiter->claim_log_second, &last, second))
+	{
+		uint32		suppressed = pg_atomic_exchange_u32(&limiter->claim_log_suppressed, 0);
+		char		addr[64];
+
+		client_addr_text(port, addr, sizeof(addr));
+		ereport(LOG,
+				errmsg("dbpool_guard: role \"%s\" claimed service \"%s\" without being bound to it",
+					   port->user_name, service),
+				errdetail("The session from %s is counted in the shared budget \"*\", as \"dbpool_guard.service_roles\" binds \"%s\" to other roles.%s",
+						  addr[0] ? addr : "local socket", service,
+						  suppressed > 0 ? psprintf(" %u similar claims were not logged in the last second.", suppressed) : ""));
+	}
+	else
+		pg_atomic_fetch_add_u32(&limiter->claim_log_suppressed, 1);
+}
+
 static void
 dbpg_client_auth(Port *port, int status)
 {
@@ -304,6 +395,7 @@ dbpg_client_auth(Port *port, int status)
 	int32		cap;
 	uint32		before = 0;
 	bool		take;
+	bool		misattributed = false;
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
@@ -317,11 +409,30 @@ dbpg_client_auth(Port *port, int status)
 	if (OidIsValid(roleid) && (superuser_arg(roleid) || role_is_exempt(roleid)))
 		return;
 
-	/* already cleaned to ASCII by the startup packet code; clip as pgstat does */
-	strlcpy(service, port->application_name ? port->application_name : "",
-			NAMEDATALEN);
+	if (dbpg_service_key == DBPG_KEY_ROLE)
+		strlcpy(service, port->user_name ? port->user_name : "", NAMEDATALEN);
+	else
+	{
+		/* already cleaned to ASCII by the startup packet code; clip as pgstat does */
+		strlcpy(service, port->application_name ? port->application_name : "",
+				NAMEDATALEN);
+	}
 
 	e = service[0] != '\0' ? dbpg_budgets_find(cfg, service) : NULL;
+
+	/* a claim of a bound service by another role counts in "*" */
+	if (dbpg_service_key == DBPG_KEY_APPLICATION_NAME && service[0] != '\0' &&
+		dbpg_bindings != NULL && dbpg_bindings->nbindings > 0)
+	{
+		const DbpgBinding *bnd = dbpg_bindings_find(dbpg_bindings, service);
+
+		if (bnd != NULL && !role_is_bound(roleid, bnd))
+		{
+			misattributed = true;
+			note_claim(port, service, e);
+			e = NULL;
+		}
+	}
 
 	/* register the release first: registering can fail, a taken slot must not leak */
 	if (!release_registered)
@@ -337,20 +448,12 @@ dbpg_client_auth(Port *port, int status)
 	{
 		cap = dbpg_entry_cap(e);
 
-		LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-		b = hash_search(dbpg_hash, e->name, HASH_FIND, NULL);
+		/* a service added by a reload is inserted here, by its first login */
+		b = bucket_lookup_locked(e->name);
 		if (b == NULL)
 		{
-			/* a service added by a reload: insert it ourselves */
-			LWLockRelease(dbpg_shared->lock);
-			LWLockAcquire(dbpg_shared->lock, LW_EXCLUSIVE);
-			b = dbpg_bucket_insert(e->name);
-			if (b == NULL)
-			{
-				LWLockRelease(dbpg_shared->lock);
-				note_overflow(service);
-				return;			/* fail open: never refuse for our own table */
-			}
+			note_overflow(service);
+			return;				/* fail open: never refuse for our own table */
 		}
 		if (dbpg_mode == DBPG_MODE_ENFORCE)
 			take = bucket_try_take(b, (uint32) cap, &before);
@@ -386,7 +489,7 @@ dbpg_client_auth(Port *port, int status)
 	}
 
 	if (!take)
-		refuse(port, b, service, e, cap, before);	/* does not return */
+		refuse(port, b, service, e, cap, before, misattributed);	/* no return */
 
 	held_bucket = b;
 	pg_atomic_fetch_add_u64(&b->admitted, 1);
@@ -409,7 +512,7 @@ dbpg_client_auth(Port *port, int status)
 	}
 
 	if (cap >= 0 && before >= (uint32) cap)
-		note_would_refuse(port, b, service, e, cap, before);
+		note_would_refuse(port, b, service, e, cap, before, misattributed);
 }
 
 void

@@ -147,7 +147,8 @@ entry_end(const char *p)
  * sentence fragment completed by the caller).
  */
 static bool
-parse_name(Cursor *c, char *out, bool *is_star, const char **problem)
+parse_name(Cursor *c, char *out, bool *is_star, const char **problem,
+		   bool pipe_ends)
 {
 	size_t		n = 0;
 
@@ -198,7 +199,7 @@ parse_name(Cursor *c, char *out, bool *is_star, const char **problem)
 		return true;
 	}
 
-	while (c->p < c->end && is_bare(*c->p))
+	while (c->p < c->end && is_bare(*c->p) && !(pipe_ends && *c->p == '|'))
 	{
 		if (n >= DBPG_NAME_MAX)
 		{
@@ -216,7 +217,8 @@ parse_name(Cursor *c, char *out, bool *is_star, const char **problem)
 			*problem = "has an empty name";
 		return false;
 	}
-	if (c->p < c->end && !is_space(*c->p) && *c->p != '=' && *c->p != '@')
+	if (c->p < c->end && !is_space(*c->p) && *c->p != '=' && *c->p != '@' &&
+		!(pipe_ends && *c->p == '|'))
 	{
 		*problem = BAD_CHAR;
 		return false;
@@ -364,7 +366,7 @@ dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
 			set_why(why, whylen, "Entry %d is empty.", entryno);
 			return false;
 		}
-		if (!parse_name(&c, e.name, &is_star, &problem))
+		if (!parse_name(&c, e.name, &is_star, &problem, false))
 			goto bad;
 		skip_space(&c);
 		if (c.p >= c.end || *c.p != '=')
@@ -591,7 +593,7 @@ dbpg_namelist_parse(const char *value, int max_names, DbpgNameList *out,
 					entryno, quoted);
 			return false;
 		}
-		if (!parse_name(&c, name, &is_star, &problem))
+		if (!parse_name(&c, name, &is_star, &problem, false))
 		{
 			set_why(why, whylen, "Entry %d (\"%s\") %s.", entryno, quoted, problem);
 			return false;
@@ -625,6 +627,174 @@ dbpg_namelist_parse(const char *value, int max_names, DbpgNameList *out,
 		p = end + 1;
 	}
 	return true;
+}
+
+static int
+binding_cmp(const void *a, const void *b)
+{
+	return strcmp(((const DbpgBinding *) a)->service,
+				  ((const DbpgBinding *) b)->service);
+}
+
+bool
+dbpg_bindings_parse(const char *value, int max_entries, int max_roles,
+					DbpgBinding *bout, char (*rout)[DBPG_NAME_MAX + 1],
+					int *nb, int *nr, char *why, size_t whylen)
+{
+	const char *p = value ? value : "";
+	int			entryno = 0;
+	char		quoted[QUOTE_MAX + 8];
+	const char *s;
+
+	*nb = 0;
+	*nr = 0;
+	for (s = p; *s != '\0' && is_space(*s); s++)
+		;
+	if (*s == '\0')
+		return true;
+
+	for (;;)
+	{
+		const char *end = entry_end(p);
+		const char *problem = NULL;
+		Cursor		c;
+		DbpgBinding bnd;
+		bool		is_star;
+
+		entryno++;
+		if (end == NULL)
+		{
+			quote_entry(p, p + strlen(p), quoted, sizeof(quoted));
+			set_why(why, whylen, "Entry %d (\"%s\") has an unterminated quoted name.",
+					entryno, quoted);
+			return false;
+		}
+		quote_entry(p, end, quoted, sizeof(quoted));
+		c.p = p;
+		c.end = end;
+		memset(&bnd, 0, sizeof(bnd));
+		skip_space(&c);
+		if (c.p == c.end)
+		{
+			set_why(why, whylen, "Entry %d is empty.", entryno);
+			return false;
+		}
+		if (!parse_name(&c, bnd.service, &is_star, &problem, false))
+			goto bad;
+		if (is_star)
+		{
+			problem = "binds *, which is not a service: only named services can be bound to roles";
+			goto bad;
+		}
+		skip_space(&c);
+		if (c.p >= c.end || *c.p != '=')
+		{
+			problem = "has no \"=\" after the service; write service=role or service=role1|role2";
+			goto bad;
+		}
+		c.p++;
+		bnd.first = *nr;
+		for (;;)
+		{
+			char		role[DBPG_NAME_MAX + 1];
+			bool		role_star;
+
+			skip_space(&c);
+			if (c.p >= c.end || *c.p == '|')
+			{
+				problem = "has an empty role name";
+				goto bad;
+			}
+			if (!parse_name(&c, role, &role_star, &problem, true))
+				goto bad;
+			if (role_star)
+			{
+				problem = "has * where a role name belongs";
+				goto bad;
+			}
+			for (int i = bnd.first; i < *nr; i++)
+			{
+				if (strcmp(rout[i], role) == 0)
+				{
+					problem = "names a role more than once";
+					goto bad;
+				}
+			}
+			if (*nr >= max_roles)
+			{
+				set_why(why, whylen, "Entry %d (\"%s\") names more than the %d roles allowed in all.",
+						entryno, quoted, max_roles);
+				return false;
+			}
+			memcpy(rout[(*nr)++], role, sizeof(role));
+			skip_space(&c);
+			if (c.p < c.end && *c.p == '|')
+			{
+				c.p++;
+				continue;
+			}
+			break;
+		}
+		if (c.p < c.end)
+		{
+			problem = "has unexpected text after a role name; separate roles with |";
+			goto bad;
+		}
+		bnd.count = *nr - bnd.first;
+		if (*nb >= max_entries)
+		{
+			set_why(why, whylen,
+					"Entry %d (\"%s\") is one more than the %d services that dbpool_guard.max_services allows.",
+					entryno, quoted, max_entries);
+			return false;
+		}
+		bout[(*nb)++] = bnd;
+
+		if (*end == '\0')
+			break;
+		p = end + 1;
+		continue;
+
+bad:
+		set_why(why, whylen, "Entry %d (\"%s\") %s.", entryno, quoted, problem);
+		return false;
+	}
+
+	qsort(bout, *nb, sizeof(DbpgBinding), binding_cmp);
+	for (int i = 1; i < *nb; i++)
+	{
+		if (strcmp(bout[i - 1].service, bout[i].service) == 0)
+		{
+			set_why(why, whylen, "Service \"%s\" is bound more than once.",
+					bout[i].service);
+			return false;
+		}
+	}
+	return true;
+}
+
+const DbpgBinding *
+dbpg_bindings_find(const DbpgBindings *b, const char *service)
+{
+	int			lo = 0;
+	int			hi;
+
+	if (b == NULL)
+		return NULL;
+	hi = b->nbindings - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			cmp = strcmp(service, b->bindings[mid].service);
+
+		if (cmp == 0)
+			return &b->bindings[mid];
+		if (cmp < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
 }
 
 int32_t

@@ -57,6 +57,30 @@ typedef struct DbpgNameList
 	(offsetof(DbpgNameList, names) + (size_t) (n) * (DBPG_NAME_MAX + 1))
 
 /*
+ * dbpool_guard.service_roles: which roles may claim a service.  The
+ * bindings are sorted by service; each names roles[first .. first+count).
+ */
+typedef struct DbpgBinding
+{
+	char		service[DBPG_NAME_MAX + 1];
+	int32_t		first;
+	int32_t		count;
+} DbpgBinding;
+
+typedef struct DbpgBindings
+{
+	int32_t		nbindings;
+	int32_t		nroles;
+	DbpgBinding bindings[];		/* then nroles names of DBPG_NAME_MAX + 1 */
+} DbpgBindings;
+
+#define DbpgBindingsSize(nb, nr) \
+	(offsetof(DbpgBindings, bindings) + (size_t) (nb) * sizeof(DbpgBinding) + \
+	 (size_t) (nr) * (DBPG_NAME_MAX + 1))
+#define DbpgBindingsRoles(b) \
+	((char (*)[DBPG_NAME_MAX + 1]) &(b)->bindings[(b)->nbindings])
+
+/*
  * Parse a budgets value into *out, which must have room for max_entries
  * named entries (DbpgBudgetsSize(max_entries)).  On failure return false
  * and write a full sentence saying why into why[whylen].
@@ -79,6 +103,19 @@ extern size_t dbpg_budgets_format(const DbpgBudgets *b, char *buf,
 /* Parse a comma-separated list of names (exempt_roles). */
 extern bool dbpg_namelist_parse(const char *value, int max_names,
 								DbpgNameList *out, char *why, size_t whylen);
+
+/*
+ * Parse a service_roles value: "service=role1|role2, ...".  Bindings go
+ * to bout[max_entries], role names to rout[max_roles]; counts to *nb, *nr.
+ */
+extern bool dbpg_bindings_parse(const char *value, int max_entries,
+								int max_roles, DbpgBinding *bout,
+								char (*rout)[DBPG_NAME_MAX + 1],
+								int *nb, int *nr, char *why, size_t whylen);
+
+/* Find the binding of a service (binary search); NULL when unbound. */
+extern const DbpgBinding *dbpg_bindings_find(const DbpgBindings *b,
+											 const char *service);
 
 /* Cap for a budget and threshold: ceil(budget * threshold), in [1, budget]. */
 extern int32_t dbpg_cap(int32_t budget, int32_t threshold_ppm);

@@ -31,11 +31,20 @@ char	   *dbpg_exempt_string = NULL;
 const DbpgBudgets *dbpg_budgets = NULL;
 const DbpgNameList *dbpg_exempt = NULL;
 int32		dbpg_threshold_ppm = 850000;
+int			dbpg_service_key = DBPG_KEY_APPLICATION_NAME;
+char	   *dbpg_service_roles_string = NULL;
+const DbpgBindings *dbpg_bindings = NULL;
 
 static const struct config_enum_entry mode_options[] = {
 	{"enforce", DBPG_MODE_ENFORCE, false},
 	{"monitor", DBPG_MODE_MONITOR, false},
 	{"off", DBPG_MODE_OFF, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry service_key_options[] = {
+	{"application_name", DBPG_KEY_APPLICATION_NAME, false},
+	{"role", DBPG_KEY_ROLE, false},
 	{NULL, 0, false}
 };
 
@@ -118,6 +127,56 @@ assign_exempt(const char *newval, void *extra)
 	dbpg_exempt = (const DbpgNameList *) extra;
 }
 
+static bool
+check_service_roles(char **newval, void **extra, GucSource source)
+{
+	DbpgBinding *bout;
+	char		(*rout)[DBPG_NAME_MAX + 1];
+	DbpgBindings *result;
+	int			nb;
+	int			nr;
+	char		why[256];
+
+	bout = malloc(sizeof(DbpgBinding) * dbpg_max_services);
+	rout = malloc((size_t) DBPG_MAX_BOUND_ROLES * (DBPG_NAME_MAX + 1));
+	if (bout == NULL || rout == NULL)
+	{
+		free(bout);
+		free(rout);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	if (!dbpg_bindings_parse(*newval, dbpg_max_services, DBPG_MAX_BOUND_ROLES,
+							 bout, rout, &nb, &nr, why, sizeof(why)))
+	{
+		GUC_check_errdetail("%s", why);
+		free(bout);
+		free(rout);
+		return false;
+	}
+	result = dbpg_guc_malloc(DbpgBindingsSize(nb, nr));
+	if (result != NULL)
+	{
+		result->nbindings = nb;
+		result->nroles = nr;
+		memcpy(result->bindings, bout, sizeof(DbpgBinding) * nb);
+		memcpy(DbpgBindingsRoles(result), rout, (size_t) nr * (DBPG_NAME_MAX + 1));
+	}
+	free(bout);
+	free(rout);
+	if (result == NULL)
+		return false;
+	*extra = result;
+	return true;
+}
+
+static void
+assign_service_roles(const char *newval, void *extra)
+{
+	dbpg_bindings = (const DbpgBindings *) extra;
+}
+
 /* A threshold must be in (0, 1]; 0 is allowed by the range but not here. */
 static bool
 check_threshold(double *newval, void **extra, GucSource source)
@@ -194,6 +253,25 @@ define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_exempt, assign_exempt, NULL);
+
+	DefineCustomEnumVariable("dbpool_guard.service_key",
+							 "What names a session's service: its application_name or its role.",
+							 "Takes effect for new logins; a slot is always released where it was taken.",
+							 &dbpg_service_key,
+							 DBPG_KEY_APPLICATION_NAME,
+							 service_key_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("dbpool_guard.service_roles",
+							   "Roles allowed to claim each service through application_name.",
+							   "Comma-separated entries service=role1|role2; a login of another role that claims a bound service is counted in \"*\".",
+							   &dbpg_service_roles_string,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   check_service_roles, assign_service_roles, NULL);
 
 	DefineCustomIntVariable("dbpool_guard.sample_interval",
 							"Period of the worker's samples of the backend status array.",

@@ -25,8 +25,9 @@
 /* Refusals kept for dbpool_guard.rejections. */
 #define DBPG_RING_SIZE		1000
 
-/* Longest exempt_roles list. */
+/* Longest exempt_roles list; most role names in service_roles. */
 #define DBPG_MAX_EXEMPT		64
+#define DBPG_MAX_BOUND_ROLES	1024
 
 typedef enum DbpgMode
 {
@@ -34,6 +35,13 @@ typedef enum DbpgMode
 	DBPG_MODE_MONITOR,
 	DBPG_MODE_OFF
 } DbpgMode;
+
+/* What names a session's service. */
+typedef enum DbpgServiceKey
+{
+	DBPG_KEY_APPLICATION_NAME,
+	DBPG_KEY_ROLE
+} DbpgServiceKey;
 
 /* A session's state as last sampled by the worker. */
 typedef enum DbpgState
@@ -77,6 +85,8 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
 	pg_atomic_uint64 log_second;	/* second of the last logged refusal */
 	pg_atomic_uint32 log_suppressed;	/* refusals not logged since */
+	pg_atomic_uint64 claim_log_second;	/* same, for refused claims */
+	pg_atomic_uint32 claim_log_suppressed;
 
 	slock_t		mutex;			/* protects sample */
 	DbpgSample	sample;
@@ -110,6 +120,7 @@ typedef struct DbpgRejection
 	int32		connections;
 	int32		budget;
 	bool		enforced;
+	bool		misattributed;	/* the session had claimed another service */
 } DbpgRejection;
 
 typedef struct DbpgShared
@@ -135,6 +146,9 @@ extern char *dbpg_budgets_string;
 extern char *dbpg_exempt_string;
 extern const DbpgBudgets *dbpg_budgets;		/* NULL until set */
 extern const DbpgNameList *dbpg_exempt;
+extern int	dbpg_service_key;
+extern char *dbpg_service_roles_string;
+extern const DbpgBindings *dbpg_bindings;	/* NULL until set */
 extern int32 dbpg_threshold_ppm;
 
 /* shmem.c */

@@ -71,6 +71,8 @@ dbpg_bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
 	pg_atomic_init_u64(&b->log_second, 0);
 	pg_atomic_init_u32(&b->log_suppressed, 0);
+	pg_atomic_init_u64(&b->claim_log_second, 0);
+	pg_atomic_init_u32(&b->claim_log_suppressed, 0);
 	SpinLockInit(&b->mutex);
 	memset(&b->sample, 0, sizeof(b->sample));
 	memset(&b->scratch, 0, sizeof(b->scratch));

@@ -27,7 +27,9 @@
 #include "dbpool_guard.h"
 
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_status_1_3);
 PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_3);
 PG_FUNCTION_INFO_V1(dbpool_guard_sessions_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
@@ -40,7 +42,8 @@ PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
  */
 #define STATUS_COLS_1_0		18
 #define STATUS_COLS_MAX		(STATUS_COLS_1_0 + STATUS_NEXTRA)
-#define REJECTIONS_COLS		8
+#define REJECTIONS_COLS_1_0	8	/* 1.3 appends reason */
+#define REJECTIONS_COLS_MAX	9
 #define SESSIONS_COLS		5
 #define BUDGET_CHECK_COLS	5
 
@@ -248,8 +251,16 @@ dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* 1.3: misattributed_total appended after terminated_total (1.2) */
 Datum
-dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
+dbpool_guard_status_1_3(PG_FUNCTION_ARGS)
+{
+	status_internal(fcinfo, STATUS_COLS_1_0 + 2);
+	return (Datum) 0;
+}
+
+static void
+rejections_internal(FunctionCallInfo fcinfo, int ncols)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	DbpgRejection *ring;
@@ -258,6 +269,9 @@ dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
 
 	dbpg_require_shared();
 	dbpg_init_srf(fcinfo);
+	if (rsinfo->setDesc->natts != ncols)
+		elog(ERROR, "dbpool_guard: rejections function called with %d result columns, expected %d",
+			 rsinfo->setDesc->natts, ncols);
 
 	ring = palloc(sizeof(DbpgRejection) * DBPG_RING_SIZE);
 	LWLockAcquire(dbpg_shared->ring_lock, LW_SHARED);
@@ -270,8 +284,8 @@ dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
 	{
 		/* newest first */
 		DbpgRejection *r = &ring[(next - 1 - k) % DBPG_RING_SIZE];
-		Datum		values[REJECTIONS_COLS];
-		bool		nulls[REJECTIONS_COLS];
+		Datum		values[REJECTIONS_COLS_MAX];
+		bool		nulls[REJECTIONS_COLS_MAX];
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = TimestampTzGetDatum(r->at);
@@ -285,8 +299,24 @@ dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
 		values[5] = Int32GetDatum(r->connections);
 		values[6] = Int32GetDatum(r->budget);
 		values[7] = BoolGetDatum(r->enforced);
+		if (ncols > REJECTIONS_COLS_1_0)
+			values[8] = CStringGetTextDatum(r->misattributed ?
+											"misattributed_over_cap" : "over_cap");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+Datum
+dbpool_guard_rejections_1_0(PG_FUNCTION_ARGS)
+{
+	rejections_internal(fcinfo, REJECTIONS_COLS_1_0);
+	return (Datum) 0;
+}
+
+Datum
+dbpool_guard_rejections_1_3(PG_FUNCTION_ARGS)
+{
+	rejections_internal(fcinfo, REJECTIONS_COLS_1_0 + 1);
 	return (Datum) 0;
 }
 

@@ -365,8 +365,11 @@ log_configuration(void)
 	int			nbudgets = cfg ? cfg->nentries + (cfg->has_default ? 1 : 0) : 0;
 	int64		total = 0;
 	int			available = MaxConnections - dbpg_reserved_connections();
+	const DbpgBindings *bindings = dbpg_bindings;
+	int			nbound = bindings ? bindings->nbindings : 0;
 	StringInfoData roles;
 	StringInfoData missing;
+	StringInfoData unbound;
 	const char *mode = dbpg_mode == DBPG_MODE_ENFORCE ? "enforce" :
 		dbpg_mode == DBPG_MODE_MONITOR ? "monitor" : "off";
 
@@ -377,31 +380,55 @@ log_configuration(void)
 
 	initStringInfo(&roles);
 	initStringInfo(&missing);
+	initStringInfo(&unbound);
 	if (ex == NULL || ex->nnames == 0)
 		appendStringInfoString(&roles, "none");
-	else
+	if ((ex != NULL && ex->nnames > 0) || nbound > 0)
 	{
+		/* role names are checked against the catalog, which needs a transaction */
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		for (int i = 0; i < ex->nnames; i++)
+		for (int i = 0; ex != NULL && i < ex->nnames; i++)
 		{
 			appendStringInfo(&roles, "%s\"%s\"", i ? ", " : "", ex->names[i]);
 			if (!OidIsValid(get_role_oid(ex->names[i], true)))
 				appendStringInfo(&missing, "%s\"%s\"", missing.len ? ", " : "",
 								 ex->names[i]);
 		}
+		for (int i = 0; i < nbound; i++)
+		{
+			const DbpgBinding *bnd = &bindings->bindings[i];
+
+			for (int j = bnd->first; j < bnd->first + bnd->count; j++)
+			{
+				if (!OidIsValid(get_role_oid(DbpgBindingsRoles(bindings)[j], true)))
+					appendStringInfo(&unbound, "%s\"%s\" (service \"%s\")",
+									 unbound.len ? ", " : "",
+									 DbpgBindingsRoles(bindings)[j], bnd->service);
+			}
+		}
 		CommitTransactionCommand();
 	}
 
 	ereport(LOG,
-			errmsg("dbpool_guard: mode \"%s\", %d budgets (total %lld of %d available connections), default threshold %g, warning threshold %g, exempt roles: %s",
-				   mode, nbudgets, (long long) total, available,
-				   dbpg_threshold, dbpg_warning_threshold, roles.data));
+			errmsg("dbpool_guard: mode \"%s\", service key \"%s\", %d budgets (total %lld of %d available connections), default threshold %g, warning threshold %g, %d services bound to roles, exempt roles: %s",
+				   mode,
+				   dbpg_service_key == DBPG_KEY_ROLE ? "role" : "application_name",
+				   nbudgets, (long long) total, available,
+				   dbpg_threshold, dbpg_warning_threshold, nbound, roles.data));
 
 	if (missing.len > 0)
 		ereport(WARNING,
 				errmsg("dbpool_guard: exempt roles that do not exist: %s", missing.data),
 				errdetail("They exempt nobody until they are created."));
+	if (unbound.len > 0)
+		ereport(WARNING,
+				errmsg("dbpool_guard: roles in \"dbpool_guard.service_roles\" that do not exist: %s",
+					   unbound.data),
+				errdetail("They can claim nothing until they are created."));
+	if (nbound > 0 && dbpg_service_key == DBPG_KEY_ROLE)
+		ereport(LOG,
+				errmsg("dbpool_guard: \"dbpool_guard.service_roles\" has no effect while \"dbpool_guard.service_key\" is \"role\""));
 
 	if (nbudgets == 0)
 		ereport(WARNING,
@@ -418,6 +445,7 @@ log_configuration(void)
 
 	pfree(roles.data);
 	pfree(missing.data);
+	pfree(unbound.data);
 }
 
 void
