@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# test/run-tests.sh: the one test command (README; .ci/run calls it).
+#
+#   sudo test/run-tests.sh          as root on Debian 12 (or run it as root)
+#   test/run-tests.sh               as a user: sudo only for apt and install
+#   PG_CONFIG=/path/to/pg_config test/run-tests.sh     another major
+#
+# Steps:
+#   1. install the packages in test/debian-packages.txt (apt-get update +
+#      install --no-install-recommends; skipped when all are present);
+#   2. make WERROR=1, make install (for $PG_CONFIG, default pg_config);
+#   3. copy the tree to a temporary directory owned by an unprivileged user
+#      (dbpg_test, created if needed, when run as root; yourself otherwise)
+#      and run, as that user, `make installcheck` in two halves so that a
+#      pg_regress failure does not hide the TAP results:
+#        make installcheck TAP_TESTS=        pg_regress (sql/, expected/)
+#        make installcheck REGRESS=          prove on test/t/*.pl
+#   4. run every executable test/suites/*.sh, as that user, from the copy.
+#      A suite gets PG_CONFIG, PATH (server binaries first), DBPG_TREE (the
+#      copy) and CI; it ends with its own "N passed, N failed" line and a
+#      non-zero exit status when anything failed.
+#
+# Counts: one per pg_regress test, one per TAP test file, plus each suite's
+# own counts.  The last line is always "N passed, N failed"; the exit status
+# is non-zero when anything failed.  On failure, regression.diffs and the
+# tails of the TAP logs are printed and the copy is kept.
+#
+# Environment: PG_CONFIG, DBPG_SKIP_APT=1, DBPG_TEST_USER (see test/lib.sh);
+# DBPG_TEST_TIMEOUT seconds per step (default 1200); DBPG_KEEP_TMP=1 keeps
+# the copy after a passing run.
+
+set -Eeuo pipefail
+
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DBPG_TEST_TIMEOUT=${DBPG_TEST_TIMEOUT:-1200}
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+SUMMARY_DONE=0
+WORKDIR=
+LOGDIR=
+FAILED_TAP=()
+
+summary()
+{
+	echo
+	if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
+		echo "Failed: ${FAILED_NAMES[*]}"
+	fi
+	if [ -n "$WORKDIR" ] && [ -d "$WORKDIR" ]; then
+		echo "Test tree kept in $WORKDIR"
+	fi
+	echo "$PASSED passed, $FAILED failed"
+	SUMMARY_DONE=1
+}
+
+on_exit()
+{
+	local rc=$?
+	if [ "$SUMMARY_DONE" = 0 ]; then
+		if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
+			FAILED=1
+			FAILED_NAMES+=("run-tests.sh(exit $rc)")
+		fi
+		summary
+	fi
+}
+trap on_exit EXIT
+
+fail_step()
+{
+	FAILED=$((FAILED + 1))
+	FAILED_NAMES+=("$1")
+}
+
+# Run a command as the test user in $WORKDIR, bounded in time, its output
+# shown and saved in $1.
+run_logged()
+{
+	local log=$1
+	shift
+	local rc=0
+	dbpg_as_test_user_in "$WORKDIR" \
+		timeout --kill-after=30 "$DBPG_TEST_TIMEOUT" "$@" </dev/null 2>&1 |
+		tee "$log" || rc=$?
+	return "$rc"
+}
+
+# ---------------------------------------------------------------- prepare
+
+if ! dbpg_install_packages; then
+	fail_step packages
+	exit 1
+fi
+dbpg_resolve_pg_config
+if ! dbpg_build_and_install; then
+	fail_step build
+	exit 1
+fi
+dbpg_setup_test_user
+WORKDIR=$(dbpg_mktemp_dir dbpool_guard-tests)
+LOGDIR=$WORKDIR/run-tests-logs
+dbpg_copy_tree "$WORKDIR"
+mkdir -p "$LOGDIR"
+dbpg_say "Testing in $WORKDIR as user $DBPG_RUN_USER"
+
+REGRESS_TESTS=$(dbpg_make_var REGRESS)
+ISOLATION_TESTS=$(dbpg_make_var ISOLATION)
+TAP_FILES=$(dbpg_make_var PROVE_TESTS)
+
+# ---------------------------------------------------------------- pg_regress
+
+if [ -n "${REGRESS_TESTS// /}${ISOLATION_TESTS// /}" ]; then
+	dbpg_say "pg_regress: $REGRESS_TESTS $ISOLATION_TESTS"
+	rc=0
+	run_logged "$LOGDIR/regress.log" make --no-print-directory installcheck TAP_TESTS= || rc=$?
+	# 15: "test name ... ok"; 16+: TAP lines "ok 1 - name", "not ok 2 - name"
+	p=$(grep -cE '^(test +| +)[^ ]+ +\.\.\. +(ok|failed \(ignored\))|^ok [0-9]+ ' "$LOGDIR/regress.log" || true)
+	f=$(grep -cE '^(test +| +)[^ ]+ +\.\.\. +FAILED|^not ok [0-9]+ ' "$LOGDIR/regress.log" || true)
+	for n in $(grep -oE '^(test +| +)[^ ]+ +\.\.\. +FAILED' "$LOGDIR/regress.log" | awk '{print ($1 == "test") ? $2 : $1}') \
+		$(grep -E '^not ok [0-9]+ ' "$LOGDIR/regress.log" | sed -E 's/^not ok [0-9]+ +[-+] +([^ ]+).*/\1/'); do
+		FAILED_NAMES+=("regress/$n")
+	done
+	# A test with no result line: pg_regress stopped early (the instance did
+	# not start, a missing expected file, a timeout...).
+	seen=" $(grep -oE '^(test +| +)[^ ]+ +\.\.\. +(ok|FAILED|failed)' "$LOGDIR/regress.log" | awk '{print ($1 == "test") ? $2 : $1}' | tr '\n' ' ' || true)"
+	seen+=" $(grep -E '^(not )?ok [0-9]+ ' "$LOGDIR/regress.log" | sed -E 's/^(not )?ok [0-9]+ +[-+] +([^ ]+).*/\2/' | tr '\n' ' ' || true) "
+	for n in $REGRESS_TESTS $ISOLATION_TESTS; do
+		if [[ "$seen" != *" $n "* ]]; then
+			FAILED_NAMES+=("regress/$n(no result)")
+			f=$((f + 1))
+		fi
+	done
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		FAILED_NAMES+=("regress(exit $rc)")
+		f=1
+	fi
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	REGRESS_FAILED=$f
+	dbpg_note "pg_regress: $p passed, $f failed"
+else
+	REGRESS_FAILED=0
+	dbpg_say "pg_regress: no REGRESS tests in the Makefile"
+fi
+
+# ---------------------------------------------------------------- TAP
+
+if [ -n "${TAP_FILES// /}" ]; then
+	dbpg_say "TAP (prove): $(echo "$TAP_FILES" | wc -w) files"
+	rc=0
+	run_logged "$LOGDIR/tap.log" make --no-print-directory installcheck REGRESS= ISOLATION= || rc=$?
+	p=0
+	f=0
+	# prove prints "test/t/001_x.pl .. ok" (or ".. skipped: why") per file
+	tap_ok=" $(grep -E '^[^ ]+\.pl \.+ (ok|skipped)' "$LOGDIR/tap.log" | awk '{print $1}' | tr '\n' ' ' || true) "
+	for t in $TAP_FILES; do
+		if [[ "$tap_ok" == *" $t "* ]]; then
+			p=$((p + 1))
+		else
+			f=$((f + 1))
+			FAILED_NAMES+=("tap/$t")
+			FAILED_TAP+=("$t")
+		fi
+	done
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		FAILED_NAMES+=("tap(exit $rc)")
+		f=1
+	fi
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	TAP_FAILED=$f
+	dbpg_note "TAP: $p passed, $f failed"
+else
+	TAP_FAILED=0
+	dbpg_say "TAP: no test/t/*.pl files"
+fi
+
+# ---------------------------------------------------------------- suites
+
+for suite in "$WORKDIR"/test/suites/*.sh; do
+	if [ ! -f "$suite" ] || [ ! -x "$suite" ]; then
+		continue
+	fi
+	name=${suite#"$WORKDIR"/}
+	dbpg_say "Suite $name"
+	log=$LOGDIR/suite-$(basename "$suite" .sh).log
+	rc=0
+	run_logged "$log" env DBPG_TREE="$WORKDIR" CI="${CI:-}" "$suite" || rc=$?
+	line=$(grep -E '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1 || true)
+	if [ -n "$line" ]; then
+		p=$(echo "$line" | sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed.*/\2/')
+		f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+	elif [ "$rc" -eq 0 ]; then
+		p=1 f=0
+	else
+		p=0 f=0
+	fi
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	if [ "$f" -gt 0 ]; then
+		FAILED_NAMES+=("$name(exit $rc)")
+	fi
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	dbpg_note "$name: $p passed, $f failed"
+done
+
+# ---------------------------------------------------------------- report
+
+if [ "$REGRESS_FAILED" -gt 0 ]; then
+	dbpg_say "pg_regress failures"
+	if [ -f "$WORKDIR/regression.diffs" ]; then
+		echo "--- regression.diffs (first 300 lines)"
+		head -n 300 "$WORKDIR/regression.diffs"
+	fi
+	if [ -f "$WORKDIR/tmp_regress/log/postmaster.log" ]; then
+		echo "--- tmp_regress/log/postmaster.log (last 40 lines)"
+		tail -n 40 "$WORKDIR/tmp_regress/log/postmaster.log"
+	fi
+fi
+if [ "$TAP_FAILED" -gt 0 ] && [ -d "$WORKDIR/tmp_check/log" ]; then
+	dbpg_say "TAP failures: logs in $WORKDIR/tmp_check/log"
+	shown=0
+	for t in "${FAILED_TAP[@]}"; do
+		base=$(basename "$t" .pl)
+		for lf in "$WORKDIR/tmp_check/log/regress_log_$base" "$WORKDIR/tmp_check/log/${base}"_*.log; do
+			[ -f "$lf" ] || continue
+			case $lf in
+				*/regress_log_*) n=100 ;;
+				*) n=30 ;;
+			esac
+			echo "--- ${lf#"$WORKDIR"/} (last $n lines)"
+			tail -n "$n" "$lf"
+			shown=1
+		done
+	done
+	if [ "$shown" = 0 ]; then
+		for lf in "$WORKDIR"/tmp_check/log/*; do
+			[ -f "$lf" ] || continue
+			echo "--- ${lf#"$WORKDIR"/} (last 40 lines)"
+			tail -n 40 "$lf"
+		done
+	fi
+fi
+
+if [ "$FAILED" -eq 0 ] && [ "${DBPG_KEEP_TMP:-0}" != 1 ]; then
+	rm -rf "$WORKDIR"
+	WORKDIR=
+fi
+summary
+[ "$FAILED" -eq 0 ]
