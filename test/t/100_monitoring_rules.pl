@@ -1,0 +1,230 @@
+# The monitoring files checked by the real programs, without a server:
+# promtool checks the alert rules and the example Prometheus configuration
+# and runs the rules' unit tests; every alert is covered both ways, and a
+# rule that never fires makes the unit tests fail (so they do test it); the
+# Grafana dashboard is well-formed and its queries use the variables.
+# The end-to-end checks against a server are in 120_monitoring_e2e.pl.
+
+use strict;
+use warnings FATAL => 'all';
+
+use FindBin;
+use lib "$FindBin::RealBin/../monitoring";
+
+use File::Copy;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use DbpgMonitoring;
+
+my $promtool = find_program('promtool');
+plan skip_all => 'promtool is not installed (Debian package prometheus)'
+  unless $promtool;
+
+my $root = "$FindBin::RealBin/../..";
+my $mon = "$root/docs/monitoring";
+my $rules = "$mon/dbpool_guard.rules.yml";
+my $rules_test = "$root/test/monitoring/dbpool_guard.rules.test.yml";
+my $tmp = PostgreSQL::Test::Utils::tempdir();
+
+# Run a command; returns (exit status, stdout + stderr).
+sub run_cmd
+{
+	my @cmd = @_;
+	my $out = '';
+	IPC::Run::run(\@cmd, '<', \undef, '>&', \$out);
+	note join(' ', @cmd) . "\n$out";
+	return ($? >> 8, $out);
+}
+
+# --- PromQL selector extraction (used here and by 120_monitoring_e2e.pl) ---
+
+my @cases = (
+	[   'sum by (service) (rate(dbpool_guard_rejected_total{instance=~"$instance"}[$__rate_interval]))',
+		'dbpool_guard_rejected_total{instance=~"$instance"}'
+	],
+	[   'a >= 0.9 or (b and c >= d{x="1"})',
+		'a{} b{} c{} d{x="1"}'
+	],
+	[   'x{state="idle"} == 0 and ignoring (state) y > 0 unless on(a) group_left(b) z',
+		'x{state="idle"} y{} z{}'
+	],
+	[ 'absent(m) * 1e+3 + topk(10, n offset 1h30m) / count without(l)(o)', 'm{} n{} o{}' ],
+	[ '{__name__="up", job="x"}', 'up{__name__="up", job="x"}' ],
+	[ 'sum(increase(p{a="}b)"}[5m:1m])) or vector(0)', 'p{a="}b)"}' ],);
+for my $c (@cases)
+{
+	my $got = join ' ',
+	  map { ($_->{name} // '-') . "{$_->{matchers}}" } promql_selectors($c->[0]);
+	is($got, $c->[1], "selectors of: $c->[0]");
+}
+is( grafana_expand('rate(a{s=~"$service",i=~"${instance}"}[$__rate_interval])'),
+	'rate(a{s=~".*",i=~".*"}[1m])',
+	'Grafana variables expand to runnable PromQL');
+
+# --- promtool check rules --------------------------------------------------------
+
+my @alerts = rules_file_alerts($rules);
+cmp_ok(scalar @alerts, '>=', 7, 'the rules file has its alerts: ' . join(', ', @alerts));
+my ($rc, $out) = run_cmd($promtool, 'check', 'rules', $rules);
+is($rc, 0, 'promtool check rules succeeds');
+like($out, qr/SUCCESS: ${\ scalar @alerts} rules found/,
+	'promtool finds every alert of the file');
+
+my %severity;
+{
+	open(my $fh, '<', $rules) or die "$rules: $!";
+	my $cur;
+	while (<$fh>)
+	{
+		$cur = $1 if /^\s*-\s*alert:\s*(\S+)/;
+		$severity{$cur} = $1 if defined $cur && /^\s*severity:\s*(\S+)/;
+	}
+}
+for my $alert (@alerts)
+{
+	like($severity{$alert} // '', qr/^(critical|warning|info)$/,
+		"$alert has a severity label");
+}
+
+# --- promtool test rules ---------------------------------------------------------
+
+($rc, $out) = run_cmd($promtool, 'test', 'rules', $rules_test);
+is($rc, 0, 'promtool test rules: the unit tests pass');
+like($out, qr/SUCCESS/, 'promtool test rules reports SUCCESS');
+
+# Every alert is expected to fire somewhere and expected not to fire
+# somewhere (exp_alerts: []).
+my (%fires, %quiet);
+{
+	open(my $fh, '<', $rules_test) or die "$rules_test: $!";
+	my ($alert, $in_exp);
+	while (<$fh>)
+	{
+		if (/^\s*alertname:\s*(\S+)/) { $alert = $1; $in_exp = 0; next; }
+		next unless defined $alert;
+		if (/^\s*exp_alerts:\s*\[\]/) { $quiet{$alert}++; next; }
+		if (/^\s*exp_alerts:\s*$/) { $in_exp = 1; next; }
+		if ($in_exp && /^\s*-\s*exp_labels:/) { $fires{$alert}++; $in_exp = 0; }
+	}
+}
+for my $alert (@alerts)
+{
+	ok($fires{$alert}, "unit tests expect $alert to fire");
+	ok($quiet{$alert}, "unit tests expect $alert not to fire somewhere");
+}
+
+# A rule that never fires must make the unit tests fail: proves that
+# promtool really evaluates each alert's expression against the cases.
+my $rules_text = slurp_file($rules);
+my $test_text = slurp_file($rules_test);
+$test_text =~ s{^(\s*-\s*)\S*dbpool_guard\.rules\.yml\s*$}{$1$tmp/mutant.rules.yml}m
+  or die "no rule_files entry in $rules_test";
+write_file("$tmp/mutant.test.yml", $test_text);
+for my $alert (@alerts)
+{
+	my $mutant = $rules_text;
+	# the expr: line of this alert, and its indented continuation lines
+	$mutant =~
+	  s{(-\s*alert:\s*\Q$alert\E\s*\n\s*)expr:[^\n]*\n(?:\s{10,}[^\n]*\n)*}{${1}expr: vector(0) > 1\n}
+	  or die "cannot find the expr of $alert";
+	write_file("$tmp/mutant.rules.yml", $mutant);
+	my ($mrc) = run_cmd($promtool, 'check', 'rules', "$tmp/mutant.rules.yml");
+	is($mrc, 0, "$alert made never-firing is still a valid rule file");
+	($mrc) = run_cmd($promtool, 'test', 'rules', "$tmp/mutant.test.yml");
+	isnt($mrc, 0, "unit tests fail when $alert never fires");
+}
+
+# --- the example Prometheus configuration -------------------------------------
+
+($rc, $out) = run_cmd($promtool, 'check', 'config', "$mon/prometheus.yml");
+is($rc, 0, 'promtool check config docs/monitoring/prometheus.yml');
+
+# --- the Grafana dashboard ---------------------------------------------------
+
+my $json = slurp_file("$mon/dashboard.json");
+my $d = eval { decode_json($json) };
+ok($d, 'dashboard.json is JSON') or die "dashboard.json: $@";
+
+my %var = map { $_->{name} => $_ } @{ $d->{templating}{list} };
+is($var{datasource}{type} // '', 'datasource', 'a datasource variable');
+is($var{datasource}{query} // '', 'prometheus', '... choosing among Prometheus data sources');
+is($var{service}{type} // '', 'query', 'a service template variable');
+ok($var{service}{multi} && $var{service}{includeAll}, '... multi-valued, with All');
+
+my @panels = @{ $d->{panels} };
+my %by_title = map { $_->{title} => $_ } @panels;
+for my $t ('Utilization by service', 'Sessions by state', 'Refusals per second',
+	'Admitted per second', 'Budget vs connections', 'Top services by utilization')
+{
+	ok($by_title{$t}, "panel \"$t\"");
+}
+my $util = $by_title{'Utilization by service'};
+my @steps = map { $_->{value} // () }
+  @{ $util->{fieldConfig}{defaults}{thresholds}{steps} || [] };
+is_deeply(\@steps, [ 0.75, 0.9 ], 'utilization thresholds at 0.75 and 0.9');
+isnt($util->{fieldConfig}{defaults}{custom}{thresholdsStyle}{mode} // 'off',
+	'off', '... drawn on the graph');
+
+my %ids;
+for my $p (@panels)
+{
+	ok(!$ids{ $p->{id} }++, "panel \"$p->{title}\" has a unique id");
+	is($p->{datasource}{uid} // '', '${datasource}',
+		"panel \"$p->{title}\" uses the datasource variable");
+	for my $t (@{ $p->{targets} })
+	{
+		is($t->{datasource}{uid} // '', '${datasource}',
+			"panel \"$p->{title}\" query $t->{refId} uses the datasource variable");
+	}
+}
+
+# no two panels overlap on the 24-column grid
+my %cell;
+my $overlap = 0;
+for my $p (@panels)
+{
+	my $g = $p->{gridPos};
+	for my $x ($g->{x} .. $g->{x} + $g->{w} - 1)
+	{
+		for my $y ($g->{y} .. $g->{y} + $g->{h} - 1)
+		{
+			$overlap++ if $cell{"$x,$y"}++;
+		}
+	}
+	cmp_ok($g->{x} + $g->{w}, '<=', 24, "panel \"$p->{title}\" fits the grid");
+}
+is($overlap, 0, 'no two panels overlap');
+
+# every query names dbpool_guard metrics only, and filters them by the
+# variables (service only where the metric has a service label)
+my %no_service = map { $_ => 1 }
+  qw(dbpool_guard_sample_age_seconds dbpool_guard_budget_oversubscribed);
+for my $q (dashboard_queries($json))
+{
+	my @sel = promql_selectors($q->{expr});
+	ok(@sel, "$q->{where}: has a metric selector");
+	for my $s (@sel)
+	{
+		like($s->{name} // '', qr/^dbpool_guard_[a-z_]+$/,
+			"$q->{where}: selects a dbpool_guard metric");
+		next if $q->{where} =~ /^variable/;
+		like($s->{matchers}, qr/instance=~"\$instance"/,
+			"$q->{where}: $s->{name} filtered by \$instance");
+		next if $no_service{ $s->{name} // '' };
+		like($s->{matchers}, qr/service=~"\$service"/,
+			"$q->{where}: $s->{name} filtered by \$service");
+	}
+}
+
+done_testing();
+
+sub write_file
+{
+	my ($path, $text) = @_;
+	open(my $fh, '>', $path) or die "$path: $!";
+	print $fh $text;
+	close($fh) or die "$path: $!";
+	return;
+}
