@@ -27,6 +27,7 @@
 #include "dbpool_guard.h"
 
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_status_1_2);
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_3);
 PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_3);
@@ -248,6 +249,14 @@ Datum
 dbpool_guard_status_1_0(PG_FUNCTION_ARGS)
 {
 	status_internal(fcinfo, STATUS_COLS_1_0);
+	return (Datum) 0;
+}
+
+/* 1.2: terminated_total appended */
+Datum
+dbpool_guard_status_1_2(PG_FUNCTION_ARGS)
+{
+	status_internal(fcinfo, STATUS_COLS_1_0 + 1);
 	return (Datum) 0;
 }
 
