@@ -1,0 +1,515 @@
+/*-------------------------------------------------------------------------
+ * fuzz_budgets.c
+ *		libFuzzer harness for the libc-only parsers in src/budgets.c.
+ *
+ * Every input is one GUC value.  It goes through
+ *
+ *	- dbpg_budgets_parse (dbpool_guard.budgets), with the default table
+ *	  size and the largest max_connections, and again with a small table
+ *	  and a small max_connections, so that both limits are reached;
+ *	- dbpg_namelist_parse (dbpool_guard.exempt_roles);
+ *	- dbpg_bindings_parse (dbpool_guard.service_roles);
+ *	- dbpg_ppm_from_double and dbpg_cap, on numbers taken from the bytes.
+ *
+ * Output buffers are allocated at their exact size, so AddressSanitizer
+ * sees any write past them.  Besides "no crash, no undefined behaviour,
+ * no leak", each parse is checked for:
+ *
+ *	- a rejected value: a reason that is one printable ASCII sentence
+ *	  (it becomes the errdetail of the GUC error), whatever the input;
+ *	- an accepted value: the invariants the server relies on (names of
+ *	  1..63 printable ASCII bytes, sorted and unique, budgets and
+ *	  thresholds in range, dbpg_budgets_find finds every entry);
+ *	- the round trip: dbpg_budgets_format prints the configuration, the
+ *	  printed text parses back to the same configuration, and printing
+ *	  that again gives the same text (the canonical form is a fixed
+ *	  point).  Name lists and bindings have no printer in src/; they are
+ *	  printed here with every name quoted and must parse back the same.
+ *	- a truncated print: a prefix of the full text, always terminated.
+ *
+ * A failed check prints what differs and aborts, which libFuzzer reports
+ * as a crash and saves the input.
+ *
+ * IDENTIFICATION
+ *		test/fuzz/fuzz_budgets.c
+ *-------------------------------------------------------------------------
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "budgets.h"
+
+/* The server's values: default dbpool_guard.max_services, MAX_BACKENDS. */
+#define BIG_ENTRIES		128
+#define BIG_BUDGET		262143
+/* Small limits, so that "one more than" and "larger than" are reached. */
+#define SMALL_ENTRIES	3
+#define SMALL_BUDGET	100
+/* check_exempt's DBPG_MAX_EXEMPT and DBPG_MAX_BOUND_ROLES (dbpool_guard.h) */
+#define MAX_EXEMPT		64
+#define MAX_BOUND_ROLES	1024
+#define BINDING_ENTRIES	16
+/* The server's reason buffer (check_budgets), and a tiny one. */
+#define WHY_LEN			256
+#define WHY_TINY		7
+
+static const char *current_input;
+
+static void fail(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+fail(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "\nfuzz_budgets: check failed: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\ninput: \"%s\"\n", current_input ? current_input : "");
+	abort();
+}
+
+#define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
+
+static void *
+xmalloc(size_t n)
+{
+	void	   *p = malloc(n > 0 ? n : 1);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+static int
+printable(const char *s)
+{
+	for (; *s; s++)
+		if (*s < ' ' || *s > '~')
+			return 0;
+	return 1;
+}
+
+/* A name as the server stores it: 1..63 printable ASCII bytes, terminated. */
+static void
+check_name(const char *name, const char *what)
+{
+	size_t		len = strnlen(name, DBPG_NAME_MAX + 1);
+
+	CHECK(len >= 1 && len <= DBPG_NAME_MAX, "%s has length %zu", what, len);
+	CHECK(printable(name), "%s \"%s\" is not printable ASCII", what, name);
+}
+
+/* A rejection's reason: one printable sentence that fits its buffer. */
+static void
+check_why(const char *why, size_t whylen, const char *what)
+{
+	size_t		len = strnlen(why, whylen);
+
+	CHECK(len < whylen, "%s: reason not terminated within %zu bytes", what, whylen);
+	CHECK(len > 0, "%s: rejected without a reason", what);
+	CHECK(printable(why), "%s: reason is not printable ASCII: \"%s\"", what, why);
+	if (whylen == WHY_LEN && len < WHY_LEN - 1)
+		CHECK(why[len - 1] == '.', "%s: reason is not a sentence: \"%s\"", what, why);
+}
+
+static void
+check_entry(const DbpgBudgetEntry *e, int max_budget, const char *what)
+{
+	int32_t		cap;
+
+	CHECK(e->budget >= 0 && e->budget <= max_budget,
+		  "%s \"%s\": budget %d out of [0, %d]", what, e->name, (int) e->budget, max_budget);
+	CHECK(e->threshold_ppm == DBPG_THRESHOLD_DEFAULT ||
+		  (e->threshold_ppm >= 1 && e->threshold_ppm <= DBPG_PPM),
+		  "%s \"%s\": threshold %d ppm out of range", what, e->name, (int) e->threshold_ppm);
+	cap = dbpg_cap(e->budget, e->threshold_ppm == DBPG_THRESHOLD_DEFAULT ?
+				   850000 : e->threshold_ppm);
+	CHECK(e->budget == 0 ? cap == 0 : (cap >= 1 && cap <= e->budget),
+		  "%s \"%s\": cap %d for budget %d", what, e->name, (int) cap, (int) e->budget);
+}
+
+static void
+check_budgets(const DbpgBudgets *b, int max_entries, int max_budget)
+{
+	CHECK(b->nentries >= 0 && b->nentries <= max_entries,
+		  "%d entries with max_entries %d", (int) b->nentries, max_entries);
+	for (int i = 0; i < b->nentries; i++)
+	{
+		const DbpgBudgetEntry *e = &b->entries[i];
+		char		other[DBPG_NAME_MAX + 2];
+		const DbpgBudgetEntry *f;
+
+		check_name(e->name, "a service name");
+		CHECK(strcmp(e->name, "*") != 0, "a named entry is called \"*\"");
+		check_entry(e, max_budget, "entry");
+		if (i > 0)
+			CHECK(strcmp(b->entries[i - 1].name, e->name) < 0,
+				  "entries not strictly sorted: \"%s\" then \"%s\"",
+				  b->entries[i - 1].name, e->name);
+		CHECK(dbpg_budgets_find(b, e->name) == e, "find(\"%s\") misses", e->name);
+		/* a name that is not listed is not found (or found as itself) */
+		snprintf(other, sizeof(other), "%s~", e->name);
+		other[DBPG_NAME_MAX] = '\0';
+		f = dbpg_budgets_find(b, other);
+		CHECK(f == NULL || strcmp(f->name, other) == 0, "find(\"%s\") found \"%s\"",
+			  other, f ? f->name : "");
+	}
+	if (b->has_default)
+	{
+		CHECK(strcmp(b->deflt.name, "*") == 0, "the default entry is \"%s\"", b->deflt.name);
+		check_entry(&b->deflt, max_budget, "default entry");
+	}
+	CHECK(dbpg_budgets_find(b, "*") == NULL, "find(\"*\") found a named entry");
+	CHECK(dbpg_budgets_find(NULL, "x") == NULL, "find in no configuration found something");
+}
+
+static void
+same_entry(const DbpgBudgetEntry *a, const DbpgBudgetEntry *b, const char *printed)
+{
+	CHECK(strcmp(a->name, b->name) == 0 && a->budget == b->budget &&
+		  a->threshold_ppm == b->threshold_ppm,
+		  "round trip changed \"%s\"=%d@%d into \"%s\"=%d@%d (printed: %s)",
+		  a->name, (int) a->budget, (int) a->threshold_ppm,
+		  b->name, (int) b->budget, (int) b->threshold_ppm, printed);
+}
+
+/* Print b; the result is malloc'd and exactly as long as needed. */
+static char *
+print_budgets(const DbpgBudgets *b)
+{
+	size_t		need = dbpg_budgets_format(b, NULL, 0);
+	char	   *buf = xmalloc(need + 1);
+	size_t		got = dbpg_budgets_format(b, buf, need + 1);
+
+	CHECK(got == need, "format needs %zu bytes, then reports %zu", need, got);
+	CHECK(strlen(buf) == need, "format wrote %zu bytes, reported %zu", strlen(buf), need);
+
+	/* truncated prints: a terminated prefix, nothing written past the end */
+	{
+		size_t		sizes[5] = {0, 1, need / 2 + 1, need, need > 3 ? 3 : 1};
+
+		for (int i = 0; i < 5; i++)
+		{
+			size_t		sz = sizes[i];
+			char	   *small = xmalloc(sz);
+
+			if (sz == 0)
+			{
+				/* nothing may be written, not even a terminator */
+				small[0] = 'x';
+				CHECK(dbpg_budgets_format(b, small, 0) == need && small[0] == 'x',
+					  "a format into 0 bytes wrote or reported another length");
+				free(small);
+				continue;
+			}
+			CHECK(dbpg_budgets_format(b, small, sz) == need,
+				  "a truncated format reports another length");
+			CHECK(strlen(small) == (sz - 1 < need ? sz - 1 : need) &&
+				  memcmp(small, buf, strlen(small)) == 0,
+				  "a format into %zu bytes is not a prefix: \"%s\"", sz, small);
+			free(small);
+		}
+	}
+	return buf;
+}
+
+static void
+fuzz_budgets(const char *value, int max_entries, int max_budget)
+{
+	DbpgBudgets *b = xmalloc(DbpgBudgetsSize(max_entries));
+	char	   *why = xmalloc(WHY_LEN);
+	char	   *tiny = xmalloc(WHY_TINY);
+	bool		ok = dbpg_budgets_parse(value, max_entries, max_budget, b, why, WHY_LEN);
+	bool		ok_tiny;
+
+	/* the reason's buffer size changes nothing but the reason */
+	{
+		DbpgBudgets *b2 = xmalloc(DbpgBudgetsSize(max_entries));
+
+		ok_tiny = dbpg_budgets_parse(value, max_entries, max_budget, b2, tiny, WHY_TINY);
+		CHECK(ok == ok_tiny, "the result depends on the size of the reason buffer");
+		if (!ok)
+			check_why(tiny, WHY_TINY, "budgets (tiny reason buffer)");
+		free(b2);
+	}
+
+	if (!ok)
+		check_why(why, WHY_LEN, "budgets");
+	else
+	{
+		char	   *printed;
+		char	   *again;
+		DbpgBudgets *r = xmalloc(DbpgBudgetsSize(max_entries));
+
+		check_budgets(b, max_entries, max_budget);
+		printed = print_budgets(b);
+		CHECK(dbpg_budgets_parse(printed, max_entries, max_budget, r, why, WHY_LEN),
+			  "the printed value does not parse: %s (%s)", printed, why);
+		CHECK(r->nentries == b->nentries && r->has_default == b->has_default,
+			  "round trip: %d entries%s became %d entries%s (printed: %s)",
+			  (int) b->nentries, b->has_default ? " and *" : "",
+			  (int) r->nentries, r->has_default ? " and *" : "", printed);
+		for (int i = 0; i < b->nentries; i++)
+			same_entry(&b->entries[i], &r->entries[i], printed);
+		if (b->has_default)
+			same_entry(&b->deflt, &r->deflt, printed);
+		again = print_budgets(r);
+		CHECK(strcmp(printed, again) == 0,
+			  "printing is not canonical: \"%s\" then \"%s\"", printed, again);
+		free(again);
+		free(printed);
+		free(r);
+	}
+	free(tiny);
+	free(why);
+	free(b);
+}
+
+/* Append a name in double quotes, doubling quotes inside. */
+static size_t
+put_quoted(char *buf, size_t pos, const char *name)
+{
+	buf[pos++] = '"';
+	for (const char *s = name; *s; s++)
+	{
+		if (*s == '"')
+			buf[pos++] = '"';
+		buf[pos++] = *s;
+	}
+	buf[pos++] = '"';
+	return pos;
+}
+
+static void
+fuzz_namelist(const char *value, int max_names)
+{
+	DbpgNameList *l = xmalloc(DbpgNameListSize(max_names));
+	char	   *why = xmalloc(WHY_LEN);
+
+	if (!dbpg_namelist_parse(value, max_names, l, why, WHY_LEN))
+		check_why(why, WHY_LEN, "exempt_roles");
+	else
+	{
+		DbpgNameList *r = xmalloc(DbpgNameListSize(max_names));
+		char	   *printed;
+		size_t		pos = 0;
+
+		CHECK(l->nnames >= 0 && l->nnames <= max_names, "%d names", (int) l->nnames);
+		for (int i = 0; i < l->nnames; i++)
+		{
+			check_name(l->names[i], "a role name");
+			for (int j = 0; j < i; j++)
+				CHECK(strcmp(l->names[i], l->names[j]) != 0,
+					  "role \"%s\" listed twice", l->names[i]);
+		}
+
+		/* every name quoted: at most 2 * 63 + 2 bytes and ", " each */
+		printed = xmalloc((size_t) l->nnames * (2 * DBPG_NAME_MAX + 4) + 1);
+		for (int i = 0; i < l->nnames; i++)
+		{
+			if (i > 0)
+			{
+				printed[pos++] = ',';
+				printed[pos++] = ' ';
+			}
+			pos = put_quoted(printed, pos, l->names[i]);
+		}
+		printed[pos] = '\0';
+		CHECK(dbpg_namelist_parse(printed, max_names, r, why, WHY_LEN),
+			  "the printed list does not parse: %s (%s)", printed, why);
+		CHECK(r->nnames == l->nnames, "round trip: %d names became %d (printed: %s)",
+			  (int) l->nnames, (int) r->nnames, printed);
+		for (int i = 0; i < l->nnames; i++)
+			CHECK(strcmp(l->names[i], r->names[i]) == 0,
+				  "round trip: \"%s\" became \"%s\"", l->names[i], r->names[i]);
+		free(printed);
+		free(r);
+	}
+	free(why);
+	free(l);
+}
+
+static void
+fuzz_bindings(const char *value, int max_entries, int max_roles)
+{
+	DbpgBinding *bout = xmalloc(sizeof(DbpgBinding) * max_entries);
+	char		(*rout)[DBPG_NAME_MAX + 1] = xmalloc((size_t) max_roles * (DBPG_NAME_MAX + 1));
+	char	   *why = xmalloc(WHY_LEN);
+	int			nb = -1;
+	int			nr = -1;
+
+	if (!dbpg_bindings_parse(value, max_entries, max_roles, bout, rout, &nb, &nr,
+							 why, WHY_LEN))
+		check_why(why, WHY_LEN, "service_roles");
+	else
+	{
+		DbpgBinding *bout2 = xmalloc(sizeof(DbpgBinding) * max_entries);
+		char		(*rout2)[DBPG_NAME_MAX + 1] = xmalloc((size_t) max_roles * (DBPG_NAME_MAX + 1));
+		int			nb2;
+		int			nr2;
+		int			total = 0;
+		char	   *printed;
+		size_t		pos = 0;
+
+		CHECK(nb >= 0 && nb <= max_entries && nr >= nb && nr <= max_roles,
+			  "%d bindings, %d roles", nb, nr);
+		for (int i = 0; i < nb; i++)
+		{
+			const DbpgBinding *bnd = &bout[i];
+
+			check_name(bnd->service, "a bound service");
+			CHECK(strcmp(bnd->service, "*") != 0, "\"*\" is bound");
+			if (i > 0)
+				CHECK(strcmp(bout[i - 1].service, bnd->service) < 0,
+					  "bindings not strictly sorted");
+			CHECK(bnd->count >= 1 && bnd->first >= 0 && bnd->first + bnd->count <= nr,
+				  "binding \"%s\" has roles [%d, +%d) of %d", bnd->service,
+				  (int) bnd->first, (int) bnd->count, nr);
+			total += bnd->count;
+			for (int j = bnd->first; j < bnd->first + bnd->count; j++)
+			{
+				check_name(rout[j], "a bound role");
+				for (int k = bnd->first; k < j; k++)
+					CHECK(strcmp(rout[j], rout[k]) != 0, "role \"%s\" bound twice to \"%s\"",
+						  rout[j], bnd->service);
+			}
+		}
+		CHECK(total == nr, "bindings name %d roles, %d were stored", total, nr);
+
+		/* the flat block check_service_roles builds; find every binding in it */
+		{
+			DbpgBindings *flat = xmalloc(DbpgBindingsSize(nb, nr));
+
+			flat->nbindings = nb;
+			flat->nroles = nr;
+			memcpy(flat->bindings, bout, sizeof(DbpgBinding) * nb);
+			memcpy(DbpgBindingsRoles(flat), rout, (size_t) nr * (DBPG_NAME_MAX + 1));
+			for (int i = 0; i < nb; i++)
+			{
+				const DbpgBinding *f = dbpg_bindings_find(flat, bout[i].service);
+
+				CHECK(f == &flat->bindings[i], "bindings_find(\"%s\") misses", bout[i].service);
+				CHECK(strcmp(DbpgBindingsRoles(flat)[f->first], rout[bout[i].first]) == 0,
+					  "the flat block lost a role of \"%s\"", bout[i].service);
+			}
+			CHECK(dbpg_bindings_find(flat, "") == NULL, "bindings_find(\"\") found something");
+			free(flat);
+		}
+
+		/* print with everything quoted, in sorted order; parse back */
+		printed = xmalloc((size_t) nb * (2 * DBPG_NAME_MAX + 5) +
+						  (size_t) nr * (2 * DBPG_NAME_MAX + 3) + 1);
+		for (int i = 0; i < nb; i++)
+		{
+			if (i > 0)
+			{
+				printed[pos++] = ',';
+				printed[pos++] = ' ';
+			}
+			pos = put_quoted(printed, pos, bout[i].service);
+			printed[pos++] = '=';
+			for (int j = bout[i].first; j < bout[i].first + bout[i].count; j++)
+			{
+				if (j > bout[i].first)
+					printed[pos++] = '|';
+				pos = put_quoted(printed, pos, rout[j]);
+			}
+		}
+		printed[pos] = '\0';
+		CHECK(dbpg_bindings_parse(printed, max_entries, max_roles, bout2, rout2,
+								  &nb2, &nr2, why, WHY_LEN),
+			  "the printed bindings do not parse: %s (%s)", printed, why);
+		CHECK(nb2 == nb && nr2 == nr, "round trip: %d/%d became %d/%d (printed: %s)",
+			  nb, nr, nb2, nr2, printed);
+		for (int i = 0; i < nb; i++)
+		{
+			CHECK(strcmp(bout[i].service, bout2[i].service) == 0 &&
+				  bout[i].count == bout2[i].count,
+				  "round trip changed binding \"%s\"", bout[i].service);
+			for (int j = 0; j < bout[i].count; j++)
+				CHECK(strcmp(rout[bout[i].first + j], rout2[bout2[i].first + j]) == 0,
+					  "round trip changed a role of \"%s\"", bout[i].service);
+		}
+		free(printed);
+		free(rout2);
+		free(bout2);
+	}
+	free(why);
+	free(rout);
+	free(bout);
+}
+
+/* Numbers: thresholds from doubles (GUC reals) and caps. */
+static void
+fuzz_numbers(const uint8_t *data, size_t size)
+{
+	double		d;
+	int32_t		ppm;
+	int32_t		budget;
+	int32_t		cap;
+
+	if (size < sizeof(double) + 2 * sizeof(int32_t))
+		return;
+	memcpy(&d, data, sizeof(double));
+	memcpy(&budget, data + sizeof(double), sizeof(int32_t));
+	memcpy(&ppm, data + sizeof(double) + sizeof(int32_t), sizeof(int32_t));
+
+	/* any threshold, even out of range: no overflow, a cap in [1, budget] */
+	{
+		int32_t		b = budget < 0 ? -(budget + 1) : budget;
+
+		cap = dbpg_cap(b, ppm);
+		CHECK(b == 0 ? cap == 0 : (cap >= 1 && cap <= b),
+			  "cap(%d, %d) = %d", (int) b, (int) ppm, (int) cap);
+	}
+
+	ppm = dbpg_ppm_from_double(d);
+	CHECK(ppm >= 0 && ppm <= DBPG_PPM, "ppm_from_double(%g) = %d", d, (int) ppm);
+	if (d >= 0.000001 && d <= 1)
+		CHECK(ppm >= 1, "ppm_from_double(%g) = 0", d);
+	if (ppm < 1)
+		return;
+	if (budget < 0)
+		budget = -(budget + 1);
+	budget %= BIG_BUDGET + 1;
+	cap = dbpg_cap(budget, ppm);
+	CHECK(budget == 0 ? cap == 0 : (cap >= 1 && cap <= budget),
+		  "cap(%d, %d) = %d", (int) budget, (int) ppm, (int) cap);
+	/* exact ceiling: cap - 1 slots are below the threshold, cap are not */
+	if (budget > 0 && cap > 1)
+		CHECK((int64_t) (cap - 1) * DBPG_PPM < (int64_t) budget * ppm,
+			  "cap(%d, %d) = %d is one too many", (int) budget, (int) ppm, (int) cap);
+	if (budget > 0 && cap < budget)
+		CHECK((int64_t) cap * DBPG_PPM >= (int64_t) budget * ppm,
+			  "cap(%d, %d) = %d is one too few", (int) budget, (int) ppm, (int) cap);
+}
+
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* a GUC value is a C string: exactly size + 1 bytes, so ASan sees reads past it */
+	char	   *value = xmalloc(size + 1);
+
+	memcpy(value, data, size);
+	value[size] = '\0';
+	current_input = value;
+
+	fuzz_budgets(value, BIG_ENTRIES, BIG_BUDGET);
+	fuzz_budgets(value, SMALL_ENTRIES, SMALL_BUDGET);
+	fuzz_namelist(value, MAX_EXEMPT);
+	fuzz_namelist(value, 2);
+	fuzz_bindings(value, BINDING_ENTRIES, MAX_BOUND_ROLES);
+	fuzz_bindings(value, 2, 3);
+	fuzz_numbers(data, size);
+
+	current_input = NULL;
+	free(value);
+	return 0;
+}
