@@ -4,6 +4,10 @@
 #   make installcheck             pg_regress on a temporary instance, then TAP
 #   make PG_CONFIG=/path/to/pg_config ...   any supported major (15-18)
 #   make WERROR=1                 treat warnings as errors (CI)
+#   make bench                    benchmarks (test/bench; not tests, prints figures)
+#
+# The one test command is test/run-tests.sh (README); it runs installcheck
+# and the suites in test/suites (fuzzing, soak) as an unprivileged user.
 
 MODULE_big = dbpool_guard
 OBJS = \
@@ -12,17 +16,18 @@ OBJS = \
 	src/shmem.o \
 	src/admission.o \
 	src/worker.o \
-	src/views.o
+	src/views.o \
+	src/terminate.o
 
 EXTENSION = dbpool_guard
 DATA = $(wildcard sql/dbpool_guard--*.sql)
 PGFILEDESC = "dbpool_guard - per-service connection budgets"
 
-REGRESS = setup budgets views privileges
+REGRESS = setup budgets views privileges health terminate identity
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-EXTRA_CLEAN = tmp_regress
+EXTRA_CLEAN = tmp_regress tmp_check test/bench/pgstorm
 
 PG_CPPFLAGS = -I$(srcdir)/src
 ifdef WERROR
@@ -32,3 +37,9 @@ endif
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Benchmarks: they start their own clusters and never fail on a figure.
+bench:
+	PG_CONFIG=$(PG_CONFIG) bash test/bench/run-bench.sh
+
+.PHONY: bench

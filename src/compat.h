@@ -83,7 +83,20 @@ extern void _PG_init(void);
 #define DBPG_MODULE_MAGIC		PG_MODULE_MAGIC
 #else
 #define DBPG_MODULE_MAGIC \
-	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.0")
+	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.3")
 #endif
+
+/*
+ * Checked against 15-18 and needing no guard:
+ * - shmem_request_hook exists from 15, the oldest major supported.
+ * - 16 hides symbols by default: dbpg_worker_main is declared PGDLLEXPORT
+ *   (src/worker.c), which every major accepts.
+ * - 18 adds STATE_STARTING and shows backends in pg_stat_activity before
+ *   authentication (pgstat_bestart() split in three steps); the worker
+ *   only classifies sessions it admitted, and any unknown state falls
+ *   into none of the per-state columns.
+ * - The local status accessors (15 and 16+ above) index the snapshot, not
+ *   the proc array: sessions are matched on st_procpid, never on an index.
+ */
 
 #endif							/* DBPG_COMPAT_H */
