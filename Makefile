@@ -38,6 +38,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object depends on the shared headers (PGXS tracks no header
+# dependencies unless configured with --enable-depend).
+$(OBJS): src/dbpool_guard.h src/budgets.h src/compat.h
+
 # Benchmarks: they start their own clusters and never fail on a figure.
 bench:
 	PG_CONFIG=$(PG_CONFIG) bash test/bench/run-bench.sh

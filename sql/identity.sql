@@ -71,27 +71,28 @@ $$;
 CREATE EXTENSION dbpool_guard;
 CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.shape() AS s;
 SELECT count(*) AS objects FROM fresh;
+-- what differs from a fresh install, either way: no rows when identical
+CREATE FUNCTION pg_temp.shape_diff() RETURNS SETOF text
+LANGUAGE sql AS $$
+  (SELECT * FROM fresh EXCEPT SELECT * FROM pg_temp.shape())
+  UNION ALL
+  (SELECT * FROM pg_temp.shape() EXCEPT SELECT * FROM fresh)
+$$;
 DROP EXTENSION dbpool_guard;
 CREATE EXTENSION dbpool_guard VERSION '1.0';
 ALTER EXTENSION dbpool_guard UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
-(SELECT * FROM fresh EXCEPT SELECT * FROM pg_temp.shape())
-UNION ALL
-(SELECT * FROM pg_temp.shape() EXCEPT SELECT * FROM fresh);
+SELECT * FROM pg_temp.shape_diff();
 DROP EXTENSION dbpool_guard;
 CREATE EXTENSION dbpool_guard VERSION '1.1';
 ALTER EXTENSION dbpool_guard UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
-(SELECT * FROM fresh EXCEPT SELECT * FROM pg_temp.shape())
-UNION ALL
-(SELECT * FROM pg_temp.shape() EXCEPT SELECT * FROM fresh);
+SELECT * FROM pg_temp.shape_diff();
 DROP EXTENSION dbpool_guard;
 CREATE EXTENSION dbpool_guard VERSION '1.2';
 ALTER EXTENSION dbpool_guard UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
-(SELECT * FROM fresh EXCEPT SELECT * FROM pg_temp.shape())
-UNION ALL
-(SELECT * FROM pg_temp.shape() EXCEPT SELECT * FROM fresh);
+SELECT * FROM pg_temp.shape_diff();
 -- the upgraded views answer, with the new columns
 SELECT count(*) > 0 AS has_rows, sum(misattributed_total) AS misattributed
   FROM dbpool_guard.status;

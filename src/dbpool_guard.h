@@ -93,6 +93,7 @@ typedef struct DbpgBucket
 
 	/* worker-private bookkeeping, touched by the worker only */
 	DbpgSample	scratch;
+	uint64		pass;			/* last sample that visited it */
 	bool		warned;			/* above warning_threshold */
 	int			mismatches;		/* consecutive samples held != in_use */
 } DbpgBucket;
@@ -128,6 +129,8 @@ typedef struct DbpgShared
 	LWLock	   *lock;			/* the bucket hash */
 	LWLock	   *ring_lock;		/* the rejection ring */
 	int			nbuckets;		/* named buckets; under lock */
+	uint64		removals;		/* buckets ever removed; under lock */
+	uint64		passes;			/* samples ever taken; the worker's */
 	pg_atomic_uint64 overflow;	/* admitted unguarded: table full */
 	pg_atomic_uint64 last_overflow_log;
 	pg_atomic_uint64 sampled_at;	/* TimestampTz of the last sample */

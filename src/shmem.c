@@ -76,6 +76,7 @@ dbpg_bucket_init(DbpgBucket *b)
 	SpinLockInit(&b->mutex);
 	memset(&b->sample, 0, sizeof(b->sample));
 	memset(&b->scratch, 0, sizeof(b->scratch));
+	b->pass = 0;
 	b->warned = false;
 	b->mismatches = 0;
 }
@@ -100,6 +101,8 @@ dbpg_shmem_startup(void)
 		dbpg_shared->lock = &locks[0].lock;
 		dbpg_shared->ring_lock = &locks[1].lock;
 		dbpg_shared->nbuckets = 0;
+		dbpg_shared->removals = 0;
+		dbpg_shared->passes = 0;
 		pg_atomic_init_u64(&dbpg_shared->overflow, 0);
 		pg_atomic_init_u64(&dbpg_shared->last_overflow_log, 0);
 		pg_atomic_init_u64(&dbpg_shared->sampled_at, 0);
@@ -174,6 +177,7 @@ dbpg_bucket_insert(const char *name)
 			{
 				hash_search(dbpg_hash, old->name, HASH_REMOVE, NULL);
 				dbpg_shared->nbuckets--;
+				dbpg_shared->removals++;	/* the worker's list is stale */
 			}
 		}
 		if (dbpg_shared->nbuckets >= dbpg_max_services)

@@ -9,6 +9,14 @@
  * the number of backends: the pid join goes through a local hash table,
  * and "waiting" is read from the PGPROC each holding recorded.
  *
+ * It does not grow with the number of services: a sample visits only the
+ * buckets that hold sessions now, or did at the last sample (their zeros
+ * must be published once), or are in the warning state or disagree with
+ * their holdings.  Every other bucket already shows zeros.  A full pass
+ * over the bucket table runs once a minute (FULL_PASS_USECS), to find
+ * buckets whose slot count disagrees with the holdings, and whenever a
+ * bucket was removed, since the list then may point at a freed entry.
+ *
  * Admission never depends on the worker: it only observes, logs, and
  * publishes figures.  It never changes an admission counter.
  *
@@ -45,6 +53,8 @@ PGDLLEXPORT void dbpg_worker_main(Datum main_arg);
 #define MISMATCH_LOG_USECS		(60 * USECS_PER_SEC)
 /* A service leaves "warning" this far below warning_threshold. */
 #define WARNING_HYSTERESIS		0.05
+/* Visit every bucket at least this often. */
+#define FULL_PASS_USECS			(60 * USECS_PER_SEC)
 
 /* Local pid -> backend state map, rebuilt each sample (open addressing). */
 typedef struct PidEntry
@@ -67,6 +77,14 @@ static PidEntry *pidmap = NULL;
 static int	pidmap_size = 0;	/* power of two */
 static MemoryContext pass_cxt = NULL;
 static TimestampTz last_mismatch_log = 0;
+
+/* The buckets the current (and last) sample visits; see the top comment. */
+static DbpgBucket **visit = NULL;
+static int	nvisit = 0;
+static int	visit_size = 0;		/* max_services + 1: every bucket, and "*" */
+static uint64 pass_no = 0;		/* continues the last worker's count */
+static TimestampTz last_full_pass = 0;
+static uint64 seen_removals = 0;
 
 const char *
 dbpg_state_name(DbpgState s)
@@ -220,12 +238,60 @@ check_bucket(DbpgBucket *b, List **events, uint32 *mismatched)
 		b->warned = false;		/* unlisted or unlimited now: no level */
 }
 
+/* Put a bucket on this sample's list, with its scratch figures cleared. */
+static inline void
+visit_bucket(DbpgBucket *b)
+{
+	if (b->pass == pass_no)
+		return;
+	Assert(nvisit < visit_size);
+	b->pass = pass_no;
+	memset(&b->scratch, 0, sizeof(DbpgSample));
+	visit[nvisit++] = b;
+}
+
+/*
+ * Start this sample's list.  The caller holds dbpg_shared->lock, so no
+ * bucket is removed while the list is in use.
+ */
+static void
+start_visits(TimestampTz now)
+{
+	int			last = nvisit;
+
+	/* numbered across worker restarts, so that no bucket seems visited */
+	pass_no = ++dbpg_shared->passes;
+	nvisit = 0;
+	if (now - last_full_pass >= FULL_PASS_USECS ||
+		dbpg_shared->removals != seen_removals)
+	{
+		HASH_SEQ_STATUS status;
+		DbpgBucket *b;
+
+		last_full_pass = now;
+		seen_removals = dbpg_shared->removals;
+		visit_bucket(&dbpg_shared->deflt);
+		hash_seq_init(&status, dbpg_hash);
+		while ((b = hash_seq_search(&status)) != NULL)
+			visit_bucket(b);
+		return;
+	}
+
+	/* the last list, less the buckets that are quiet and published zeros */
+	visit_bucket(&dbpg_shared->deflt);
+	for (int i = 0; i < last; i++)
+	{
+		DbpgBucket *b = visit[i];
+
+		if (b->sample.held > 0 || b->warned || b->mismatches > 0)
+			visit_bucket(b);
+	}
+}
+
 static void
 take_sample(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	HASH_SEQ_STATUS status;
-	DbpgBucket *b;
 	List	   *events = NIL;
 	ListCell   *lc;
 	uint32		missing = 0;
@@ -252,10 +318,7 @@ take_sample(void)
 	/* shared: logins keep going; only an insert waits for this pass */
 	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
 
-	memset(&dbpg_shared->deflt.scratch, 0, sizeof(DbpgSample));
-	hash_seq_init(&status, dbpg_hash);
-	while ((b = hash_seq_search(&status)) != NULL)
-		memset(&b->scratch, 0, sizeof(DbpgSample));
+	start_visits(now);
 
 	for (int i = 0; i < dbpg_nholdings; i++)
 	{
@@ -277,6 +340,7 @@ take_sample(void)
 		if (pid == 0 || hb == NULL)
 			continue;
 
+		visit_bucket(hb);
 		sc = &hb->scratch;
 		sc->held++;
 		pe = pidmap_get(pid);
@@ -316,10 +380,8 @@ take_sample(void)
 		SpinLockRelease(&h->mutex);
 	}
 
-	check_bucket(&dbpg_shared->deflt, &events, &mismatched);
-	hash_seq_init(&status, dbpg_hash);
-	while ((b = hash_seq_search(&status)) != NULL)
-		check_bucket(b, &events, &mismatched);
+	for (int i = 0; i < nvisit; i++)
+		check_bucket(visit[i], &events, &mismatched);
 
 	LWLockRelease(dbpg_shared->lock);
 
@@ -472,6 +534,9 @@ dbpg_worker_main(Datum main_arg)
 		pidmap_size <<= 1;
 	pidmap = MemoryContextAllocZero(TopMemoryContext,
 									sizeof(PidEntry) * pidmap_size);
+	visit_size = dbpg_max_services + 1;
+	visit = MemoryContextAlloc(TopMemoryContext,
+							   sizeof(DbpgBucket *) * visit_size);
 
 	log_configuration();
 

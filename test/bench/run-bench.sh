@@ -599,9 +599,19 @@ dbpool_guard.max_services = 1100"
 		if [ "$s" = "$s_hi" ] && [ "$n" = "$n_hi" ] && [ "$a" = "$(min2 "$s_hi" "$n_hi")" ]; then
 			row "worker CPU, $n idle sessions over $s services" \
 				"$(fmt "$f" %.0f) us/sample (at ${W_FAST_MS} ms); $(fmt "$d" %.0f) us/sample, $(fmt "$p" %.3f) % of one core at 1000 ms" \
-				"linear in sessions, flat in services" "see below"
+				"linear in sessions" "see below"
 		fi
 	done
+	# flat in services: the same sessions, in the same number of services,
+	# with s_hi instead of s_lo services listed
+	r_lo=$(awk -v a="${WCOST[$s_hi.$n_lo.$(min2 "$s_hi" "$n_lo")]}" -v b="${WCOST[$s_lo.$n_lo.$(min2 "$s_lo" "$n_lo")]}" \
+		'BEGIN {if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.3f", a / b}')
+	r_hi=$(awk -v a="${WCOST[$s_hi.$n_hi.$s_lo]}" -v b="${WCOST[$s_lo.$n_hi.$s_lo]}" \
+		'BEGIN {if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.3f", a / b}')
+	r_max=$(awk -v a="$r_lo" -v b="$r_hi" 'BEGIN {if (a == "nan" || b == "nan") print "nan"; else print (a > b ? a : b)}')
+	row "worker CPU, $s_hi vs $s_lo listed services (same sessions)" \
+		"$r_lo at $n_lo sessions; $r_hi at $n_hi sessions in $s_lo services" \
+		"<= 1.20 (flat)" "$(meets "$r_max" "<= 1.20")"
 fi
 
 # ---------------------------------------------------------------------------

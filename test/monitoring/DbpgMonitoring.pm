@@ -22,10 +22,20 @@ our @EXPORT = qw(
   find_program start_process stop_process stop_all_processes
   http_get wait_for parse_exposition series_matching
   promql_selectors grafana_expand dashboard_queries
-  prom_query prom_api rules_file_alerts
+  prom_query prom_api rules_file_alerts write_file
 );
 
 my %running;    # pid => name, for stop_all_processes
+
+# Write $text to $path, replacing the file.
+sub write_file
+{
+	my ($path, $text) = @_;
+	open(my $fh, '>', $path) or croak "$path: $!";
+	print $fh $text;
+	close($fh) or croak "$path: $!";
+	return;
+}
 
 # The path of a program in PATH, or undef.
 sub find_program

@@ -219,12 +219,3 @@ for my $q (dashboard_queries($json))
 }
 
 done_testing();
-
-sub write_file
-{
-	my ($path, $text) = @_;
-	open(my $fh, '>', $path) or die "$path: $!";
-	print $fh $text;
-	close($fh) or die "$path: $!";
-	return;
-}

@@ -159,6 +159,23 @@ sub sql_state
 }
 
 # Differences between an exporter's samples and SQL, as readable lines.
+# Scrape until every series equals SQL, or $wait seconds (sql_exporter
+# serves what its last run, every 1 s, read).  Returns the last samples and
+# the mismatches left.
+sub scrape_until_equal
+{
+	my ($url, $prefix) = @_;
+	my ($samples, @bad);
+	wait_for(
+		sub {
+			$samples = scrape($url, $prefix);
+			@bad = $samples ? mismatches($samples, $prefix) : ('no samples');
+			return !@bad;
+		},
+		$wait);
+	return ($samples, @bad);
+}
+
 sub mismatches
 {
 	my ($samples, $prefix) = @_;
@@ -238,16 +255,7 @@ for my $e ([ 'postgres_exporter', $pe_url, '', [qw(server)] ],
 	[ 'sql_exporter', $se_url, 'sql_', [qw(col database driver host sql_job user)] ])
 {
 	my ($who, $url, $prefix, $extra) = @$e;
-	my @bad;
-	my $samples;
-	# sql_exporter serves what its last run (every 1 s) read
-	wait_for(
-		sub {
-			$samples = scrape($url, $prefix);
-			@bad = $samples ? mismatches($samples, $prefix) : ('no samples');
-			return !@bad;
-		},
-		$wait);
+	my ($samples, @bad) = scrape_until_equal($url, $prefix);
 	is_deeply(\@bad, [], "$who: every dbpool_guard series equals SQL")
 	  or diag(join("\n", @bad));
 
@@ -501,15 +509,7 @@ ok(!defined $rows->{'*'}{budget} && !defined $rows->{'*'}{utilization},
 for my $e ([ 'postgres_exporter', $pe_url, '' ], [ 'sql_exporter', $se_url, 'sql_' ])
 {
 	my ($who, $url, $prefix) = @$e;
-	my @bad;
-	my $samples;
-	wait_for(
-		sub {
-			$samples = scrape($url, $prefix);
-			@bad = $samples ? mismatches($samples, $prefix) : ('no samples');
-			return !@bad;
-		},
-		$wait);
+	my ($samples, @bad) = scrape_until_equal($url, $prefix);
 	is_deeply(\@bad, [], "$who: every series equals SQL without a \"*\" entry")
 	  or diag(join("\n", @bad));
 	for my $m (qw(budget cap))
@@ -542,12 +542,3 @@ for my $p ([ 'prometheus', $prom_pid ], [ 'postgres_exporter', $pe_pid ],
 quit_all(@held);
 $node->stop;
 done_testing();
-
-sub write_file
-{
-	my ($path, $text) = @_;
-	open(my $fh, '>', $path) or die "$path: $!";
-	print $fh $text;
-	close($fh) or die "$path: $!";
-	return;
-}
