@@ -53,7 +53,10 @@ ALTER SYSTEM SET dbpool_guard.warning_threshold = 0;
 ALTER SYSTEM SET dbpool_guard.warning_threshold = 0.6;
 ALTER SYSTEM SET dbpool_guard.mode = 'on';
 ALTER SYSTEM SET dbpool_guard.mode = 'monitor';
+-- out of range (the message's wording of the range differs from 17 on)
+\set VERBOSITY sqlstate
 ALTER SYSTEM SET dbpool_guard.sample_interval = 5;
+\set VERBOSITY default
 ALTER SYSTEM SET dbpool_guard.sample_interval = '2s';
 -- exempt_roles
 ALTER SYSTEM SET dbpool_guard.exempt_roles = 'monitoring, "Ops Team", no_such_role';

@@ -18,6 +18,7 @@ SELECT pg_describe_object(classid, objid, objsubid) AS member
   FROM pg_depend
  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dbpool_guard')
+   AND classid <> 'pg_type'::regclass   -- 17+ also lists the views' row types
  ORDER BY 1;
 SELECT p.prorettype::regtype, p.provolatile, p.proconfig,
        has_function_privilege('pg_monitor', p.oid, 'EXECUTE') AS pg_monitor_may,
@@ -32,6 +33,7 @@ SELECT pg_describe_object(classid, objid, objsubid) AS member
   FROM pg_depend
  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dbpool_guard')
+   AND classid <> 'pg_type'::regclass   -- 17+ also lists the views' row types
  ORDER BY 1;
 -- the default version has health() too
 DROP EXTENSION dbpool_guard;
