@@ -309,41 +309,28 @@ effective_appname(PGconn *conn, char *buf, size_t len)
 static void
 start_slot(Slot *s, long i)
 {
-	const char *keys[8];
-	const char *vals[8];
-	int			k = 0;
+	const char *keys[7];
+	const char *vals[7];
 
-	/* later entries override what the conninfo string in dbname says */
-	if (opt_conninfo != NULL)
-	{
-		keys[k] = "dbname";
-		vals[k++] = opt_conninfo;
-	}
-	if (opt_host != NULL)
-	{
-		keys[k] = "host";
-		vals[k++] = opt_host;
-	}
-	if (opt_port != NULL)
-	{
-		keys[k] = "port";
-		vals[k++] = opt_port;
-	}
-	if (opt_user != NULL)
-	{
-		keys[k] = "user";
-		vals[k++] = opt_user;
-	}
 	make_appname(i, s->appname, sizeof(s->appname));
-	if (s->appname[0] != '\0')
-	{
-		keys[k] = "application_name";
-		vals[k++] = s->appname;
-	}
-	keys[k] = "fallback_application_name";
-	vals[k++] = "pgstorm";
-	keys[k] = NULL;
-	vals[k] = NULL;
+	/*
+	 * libpq skips a keyword whose value is NULL or empty, and later entries
+	 * override what the conninfo string in dbname says.
+	 */
+	keys[0] = "dbname";
+	vals[0] = opt_conninfo;
+	keys[1] = "host";
+	vals[1] = opt_host;
+	keys[2] = "port";
+	vals[2] = opt_port;
+	keys[3] = "user";
+	vals[3] = opt_user;
+	keys[4] = "application_name";
+	vals[4] = s->appname;
+	keys[5] = "fallback_application_name";
+	vals[5] = "pgstorm";
+	keys[6] = NULL;
+	vals[6] = NULL;
 
 	s->started = now_secs();
 	s->conn = PQconnectStartParams(keys, vals, 1);

@@ -201,14 +201,20 @@ new_cluster() {
 	RUNNING+=("$name")
 }
 
-drop_cluster() {
-	local name=$1 i
-	stop_cluster "$name"
-	for i in "${!RUNNING[@]}"; do
-		[ "${RUNNING[$i]}" = "$name" ] && unset 'RUNNING[i]'
+# forget ARRAY VALUE: remove every element equal to VALUE from ARRAY
+forget() {
+	local -n list=$1
+	local i
+	for i in "${!list[@]}"; do
+		[ "${list[$i]}" = "$2" ] && unset 'list[i]'
 	done
-	RUNNING=("${RUNNING[@]}")
+	list=("${list[@]}")
 	return 0
+}
+
+drop_cluster() {
+	stop_cluster "$1"
+	forget RUNNING "$1"
 }
 
 # set_conf CLUSTER TEXT: replace bench.conf and reload
@@ -235,13 +241,8 @@ hold() {
 }
 
 release() {
-	local pid=$1 i
-	stop_holder "$pid"
-	for i in "${!HOLDERS[@]}"; do
-		[ "${HOLDERS[$i]}" = "$pid" ] && unset 'HOLDERS[i]'
-	done
-	HOLDERS=("${HOLDERS[@]}")
-	return 0
+	stop_holder "$1"
+	forget HOLDERS "$1"
 }
 
 # ---------------------------------------------------------------------------
