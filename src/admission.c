@@ -69,13 +69,14 @@ release_slot(int code, Datum arg)
 	held_bucket = NULL;
 	held_holding = NULL;
 
-	/* forget the holding first: once in_use drops the bucket may go away */
+	/* forget the holding first, so that no slot is seen without its holding */
 	if (h != NULL)
 	{
 		SpinLockAcquire(&h->mutex);
 		h->pid = 0;
 		h->bucket = NULL;
 		h->proc = NULL;
+		h->proc_start = 0;
 		h->state = DBPG_STATE_UNKNOWN;
 		SpinLockRelease(&h->mutex);
 	}
@@ -133,6 +134,11 @@ refusal_log_allowed(DbpgBucket *b, TimestampTz now, uint32 *suppressed)
 	return false;
 }
 
+/*
+ * The client's address as pg_stat_activity shows it: numeric, without an
+ * IPv6 zone ("fe80::1%eth0" becomes "fe80::1"), so that it is valid
+ * input for inet; "" for a Unix socket.
+ */
 static void
 client_addr_text(Port *port, char *buf, size_t buflen)
 {
@@ -144,6 +150,8 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 							   buf, buflen, NULL, 0,
 							   NI_NUMERICHOST | NI_NUMERICSERV) != 0)
 			buf[0] = '\0';
+		else
+			clean_ipv6_addr(port->raddr.addr.ss_family, buf);
 	}
 }
 
@@ -292,9 +300,9 @@ note_overflow(const char *service)
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("dbpool_guard: service table is full; admitting service \"%s\" without a budget",
 					   service),
-				errdetail("All %d entries are taken by listed services and by removed services that still hold sessions.",
+				errdetail("All %d entries are taken by services listed in \"dbpool_guard.budgets\" since the server started.",
 						  dbpg_max_services),
-				errhint("Raise \"dbpool_guard.max_services\" (needs a restart)."));
+				errhint("Raise \"dbpool_guard.max_services\" (needs a restart); a restart also forgets services that are no longer listed."));
 }
 
 /*
@@ -504,6 +512,7 @@ dbpg_client_auth(Port *port, int status)
 		h->pid = MyProcPid;
 		h->bucket = b;
 		h->proc = MyProc;
+		h->proc_start = MyStartTimestamp;
 		h->admitted_at = now;
 		h->user_name = user;
 		h->state = DBPG_STATE_UNKNOWN;

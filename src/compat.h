@@ -71,6 +71,15 @@ extern void _PG_init(void);
 #define dbpg_init_srf(fcinfo)	InitMaterializedSRF((fcinfo), 0)
 #endif
 
+/* 16: the per-kind ACL checks became object_aclcheck(). */
+#if PG_VERSION_NUM < 160000
+#define dbpg_function_aclcheck(fn, role) \
+	pg_proc_aclcheck((fn), (role), ACL_EXECUTE)
+#else
+#define dbpg_function_aclcheck(fn, role) \
+	object_aclcheck(ProcedureRelationId, (fn), (role), ACL_EXECUTE)
+#endif
+
 /* 17: extensions can name their wait events. */
 #if PG_VERSION_NUM < 170000
 #define dbpg_wait_event_main()	((uint32) PG_WAIT_EXTENSION)
@@ -83,7 +92,7 @@ extern void _PG_init(void);
 #define DBPG_MODULE_MAGIC		PG_MODULE_MAGIC
 #else
 #define DBPG_MODULE_MAGIC \
-	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.3")
+	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.4")
 #endif
 
 /*

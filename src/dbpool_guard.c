@@ -4,7 +4,10 @@
  *
  * Every GUC is PGC_SIGHUP (max_services: PGC_POSTMASTER).  The check
  * hooks only parse and validate, since they also run in the postmaster;
- * a value they reject leaves the previous one in force.
+ * a value they reject leaves the previous one in force.  A budgets value
+ * from the configuration that was rejected is remembered (per process,
+ * as every GUC is), so that dbpool_guard.enforcement() and the worker
+ * can say "rejected" rather than "empty" when no budgets are in force.
  *
  * IDENTIFICATION
  *		src/dbpool_guard.c
@@ -29,6 +32,7 @@ double		dbpg_warning_threshold = 0.75;
 char	   *dbpg_budgets_string = NULL;
 char	   *dbpg_exempt_string = NULL;
 const DbpgBudgets *dbpg_budgets = NULL;
+bool		dbpg_budgets_rejected = false;
 const DbpgNameList *dbpg_exempt = NULL;
 int32		dbpg_threshold_ppm = 850000;
 int			dbpg_service_key = DBPG_KEY_APPLICATION_NAME;
@@ -68,8 +72,12 @@ check_budgets(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("%s", why);
 		free(tmp);
+		/* the value in force stays; remember that the configured one is not it */
+		if (source >= PGC_S_FILE)
+			dbpg_budgets_rejected = true;
 		return false;
 	}
+	dbpg_budgets_rejected = false;
 
 	result = dbpg_guc_malloc(DbpgBudgetsSize(tmp->nentries));
 	if (result == NULL)

@@ -69,8 +69,8 @@ typedef struct DbpgSample
 /*
  * A bucket: the slots and counters of one service, or of "*".  Named
  * buckets live in a shared hash keyed by name; the "*" bucket is part of
- * DbpgShared.  A bucket is removed only when it holds no slot and is no
- * longer listed, and only under the exclusive lock.
+ * DbpgShared.  A bucket is never removed while the server runs, so a
+ * pointer to it always names the same service (src/shmem.c).
  */
 typedef struct DbpgBucket
 {
@@ -105,6 +105,7 @@ typedef struct DbpgHolding
 	int			pid;			/* 0 when free */
 	DbpgBucket *bucket;
 	PGPROC	   *proc;
+	TimestampTz proc_start;		/* MyStartTimestamp: with pid, the backend */
 	TimestampTz admitted_at;
 	NameData	user_name;
 	uint8		state;			/* DbpgState from the last sample */
@@ -117,7 +118,8 @@ typedef struct DbpgRejection
 	char		service[NAMEDATALEN];
 	NameData	user_name;
 	NameData	database_name;
-	char		client_addr[64];	/* numeric text; "" when not over IP */
+	char		client_addr[64];	/* as pg_stat_activity shows it; "" when
+									 * not over IP */
 	int32		connections;
 	int32		budget;
 	bool		enforced;
@@ -129,7 +131,6 @@ typedef struct DbpgShared
 	LWLock	   *lock;			/* the bucket hash */
 	LWLock	   *ring_lock;		/* the rejection ring */
 	int			nbuckets;		/* named buckets; under lock */
-	uint64		removals;		/* buckets ever removed; under lock */
 	uint64		passes;			/* samples ever taken; the worker's */
 	pg_atomic_uint64 overflow;	/* admitted unguarded: table full */
 	pg_atomic_uint64 last_overflow_log;
@@ -148,6 +149,7 @@ extern double dbpg_warning_threshold;
 extern char *dbpg_budgets_string;
 extern char *dbpg_exempt_string;
 extern const DbpgBudgets *dbpg_budgets;		/* NULL until set */
+extern bool dbpg_budgets_rejected;	/* the configured value was rejected */
 extern const DbpgNameList *dbpg_exempt;
 extern int	dbpg_service_key;
 extern char *dbpg_service_roles_string;

@@ -3,12 +3,27 @@
  *		Shared state: the service buckets, the holdings array and the
  *		rejection ring.
  *
+ * Bucket lifetime: a named bucket is created by the first counted login
+ * (or refused claim) of a service listed in dbpool_guard.budgets, and is
+ * never removed or reused while the server runs.  So a bucket pointer,
+ * once found, names the same service until shared memory is reset (a
+ * restart or a crash restart): counters can be updated, and refusals
+ * recorded, after the lock is released, and no backend's copy of
+ * dbpool_guard.budgets (which may be older or newer than others' around
+ * a reload) ever decides the fate of another service's bucket.  Only
+ * listed names get buckets, so clients cannot fill the table; it fills
+ * only when more than max_services distinct names were listed since the
+ * server started.  Then a listed service that has no bucket yet is
+ * admitted without a budget and counted in "overflow" (fail open, with
+ * a WARNING at most once a minute); a restart, or a larger max_services,
+ * clears the names that are no longer listed.
+ *
  * Locking:
  *	- a bucket's counters are atomics, taken and released without a lock;
  *	- the hash of named buckets is under the first lock of our tranche:
  *	  logins look up in LW_SHARED and take their slot before letting go,
  *	  and only a miss (a service added by a reload) inserts under
- *	  LW_EXCLUSIVE;
+ *	  LW_EXCLUSIVE, after looking again for the name;
  *	- a holding and a bucket's sample are under their own spinlocks;
  *	- the rejection ring is under the second lock.
  *
@@ -101,7 +116,6 @@ dbpg_shmem_startup(void)
 		dbpg_shared->lock = &locks[0].lock;
 		dbpg_shared->ring_lock = &locks[1].lock;
 		dbpg_shared->nbuckets = 0;
-		dbpg_shared->removals = 0;
 		dbpg_shared->passes = 0;
 		pg_atomic_init_u64(&dbpg_shared->overflow, 0);
 		pg_atomic_init_u64(&dbpg_shared->last_overflow_log, 0);
@@ -154,9 +168,11 @@ dbpg_require_shared(void)
 }
 
 /*
- * Insert a named bucket.  The caller holds dbpg_shared->lock exclusively.
- * When the table is full, first drop buckets that hold no slot and are
- * no longer listed; returns NULL if it is still full.
+ * Find or insert a named bucket.  The caller holds dbpg_shared->lock
+ * exclusively.  An existing entry is always found, however full the
+ * table is (a concurrent first login may have inserted it since the
+ * caller's shared-lock miss); NULL only when the name is new and the
+ * table is full.  Buckets are never removed: see the top comment.
  */
 DbpgBucket *
 dbpg_bucket_insert(const char *name)
@@ -164,25 +180,11 @@ dbpg_bucket_insert(const char *name)
 	DbpgBucket *b;
 	bool		found;
 
+	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
+	if (b != NULL)
+		return b;
 	if (dbpg_shared->nbuckets >= dbpg_max_services)
-	{
-		HASH_SEQ_STATUS status;
-		DbpgBucket *old;
-
-		hash_seq_init(&status, dbpg_hash);
-		while ((old = hash_seq_search(&status)) != NULL)
-		{
-			if (pg_atomic_read_u32(&old->in_use) == 0 &&
-				dbpg_budgets_find(dbpg_budgets, old->name) == NULL)
-			{
-				hash_search(dbpg_hash, old->name, HASH_REMOVE, NULL);
-				dbpg_shared->nbuckets--;
-				dbpg_shared->removals++;	/* the worker's list is stale */
-			}
-		}
-		if (dbpg_shared->nbuckets >= dbpg_max_services)
-			return NULL;
-	}
+		return NULL;
 
 	b = hash_search(dbpg_hash, name, HASH_ENTER_NULL, &found);
 	if (b == NULL)

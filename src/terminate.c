@@ -9,11 +9,23 @@
  * states can be selected: this function never ends running work.
  *
  * A caller sees exactly the sessions pg_terminate_backend() would let it
- * terminate, with the columns pg_stat_activity would show it; a real run
- * checks each session again against a second snapshot just before
- * signalling it, so a session that woke up in between is left alone.
- * The signal itself goes through pg_terminate_backend(); the slot is
- * released by the backend's normal exit path.
+ * terminate, with the columns pg_stat_activity would show it.  A real run
+ * needs EXECUTE on pg_terminate_backend() as well, so that a DBA who
+ * revoked it has not left a second way in.  It acts only on what it
+ * checked: a second snapshot, taken just before the signals, must show
+ * each session with the same backend start time, in the same state since
+ * the same moment; then, for each session in turn, the caller's right to
+ * signal its role is checked again, and under ProcArrayLock (so that the
+ * backend cannot leave the proc array and its pid cannot be reused) the
+ * pid must still be that backend's, still holding a slot of the same
+ * service, before SIGTERM is sent as pg_terminate_backend() sends it.  A
+ * session that fails a check is reported with terminated = false and the
+ * call goes on: nothing already ended, logged and counted is rolled back
+ * by an error.  The slot is released by the backend's normal exit path.
+ *
+ * What cannot be closed: a session that leaves its idle state between
+ * the second snapshot and its signal (microseconds) is still ended, as
+ * with pg_terminate_backend() on a pid read from pg_stat_activity.
  *
  * IDENTIFICATION
  *		src/terminate.c
@@ -21,9 +33,11 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "catalog/pg_authid.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "common/ip.h"
@@ -37,6 +51,7 @@
 #include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
+#include "utils/fmgroids.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
@@ -59,6 +74,8 @@ PG_FUNCTION_INFO_V1(dbpool_guard_terminate_sessions_1_2);
 typedef struct Candidate
 {
 	int			pid;
+	int			holding;		/* index in dbpg_holdings */
+	TimestampTz proc_start;		/* the backend's start, from its holding */
 	NameData	user_name;		/* as admitted */
 	bool		keep;			/* still selected */
 	BackendState state;
@@ -205,12 +222,14 @@ may_see(Oid userid)
 }
 
 /*
- * Copy the holdings of the service's bucket.  An unknown service (not
- * listed, not "*", holding no slot) is an error naming it.  The bucket
- * cannot be removed while the shared lock is held.
+ * Copy the holdings of the service's bucket into out[], and set *bucket
+ * to it (NULL for a listed service that has no bucket yet: no login, no
+ * sessions).  An unknown service (not listed, not "*", holding no slot)
+ * is an error naming it.  Buckets are never removed, so *bucket stays
+ * valid after the lock is released.
  */
 static int
-collect_holdings(const char *service, Candidate *out)
+collect_holdings(const char *service, Candidate *out, DbpgBucket **bucket)
 {
 	DbpgBucket *target;
 	int			n = 0;
@@ -245,8 +264,11 @@ collect_holdings(const char *service, Candidate *out)
 		int			pid;
 		NameData	user;
 
+		TimestampTz proc_start;
+
 		SpinLockAcquire(&h->mutex);
 		pid = h->bucket == target ? h->pid : 0;
+		proc_start = h->proc_start;
 		user = h->user_name;
 		SpinLockRelease(&h->mutex);
 		if (pid == 0 || pid == MyProcPid)
@@ -254,10 +276,13 @@ collect_holdings(const char *service, Candidate *out)
 
 		memset(&out[n], 0, sizeof(Candidate));
 		out[n].pid = pid;
+		out[n].holding = i;
+		out[n].proc_start = proc_start;
 		out[n].user_name = user;
 		n++;
 	}
 	LWLockRelease(dbpg_shared->lock);
+	*bucket = target;
 	return n;
 }
 
@@ -269,22 +294,49 @@ fresh_status_snapshot(void)
 	return pgstat_fetch_stat_numbackends();
 }
 
-/* Count a termination on the service's row; the bucket may be gone meanwhile. */
-static void
-count_termination(const char *service)
+/*
+ * Send SIGTERM to a candidate if, at this moment, it is still the backend
+ * that was selected and the caller may still end it.  The role is checked
+ * first (catalog lookups, no lock held); then, under ProcArrayLock, the
+ * pid must belong to a backend in the proc array whose holding still
+ * names the same backend start and bucket.  A backend leaves the proc
+ * array only with ProcArrayLock held exclusively, after its holding was
+ * cleared: while we hold the lock shared, the pid cannot be reused.
+ */
+static bool
+signal_if_unchanged(Candidate *c, DbpgBucket *target)
 {
-	DbpgBucket *b;
+	PGPROC	   *proc;
+	Oid			roleid;
+	DbpgHolding *h = &dbpg_holdings[c->holding];
+	bool		same;
+	bool		sent = false;
 
-	if (strcmp(service, "*") == 0)
+	proc = BackendPidGetProc(c->pid);
+	if (proc == NULL)
+		return false;			/* it ended */
+	roleid = proc->roleId;
+	if (!may_terminate(roleid))
+		return false;			/* e.g. its role became a superuser */
+
+	LWLockAcquire(ProcArrayLock, LW_SHARED);
+	proc = BackendPidGetProcWithLock(c->pid);
+	if (proc != NULL && proc->roleId == roleid)
 	{
-		pg_atomic_fetch_add_u64(&dbpg_shared->deflt.terminated, 1);
-		return;
+		SpinLockAcquire(&h->mutex);
+		same = h->pid == c->pid && h->proc == proc &&
+			h->proc_start == c->proc_start && h->bucket == target;
+		SpinLockRelease(&h->mutex);
+		/* as pg_signal_backend(): the backend's whole process group */
+#ifdef HAVE_SETSID
+		if (same && kill(-c->pid, SIGTERM) == 0)
+#else
+		if (same && kill(c->pid, SIGTERM) == 0)
+#endif
+			sent = true;
 	}
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-	b = hash_search(dbpg_hash, service, HASH_FIND, NULL);
-	if (b != NULL)
-		pg_atomic_fetch_add_u64(&b->terminated, 1);
-	LWLockRelease(dbpg_shared->lock);
+	LWLockRelease(ProcArrayLock);
+	return sent;
 }
 
 static Interval *
@@ -330,6 +382,7 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 	int			nback;
 	TimestampTz now;
 	char	   *caller = NULL;
+	DbpgBucket *target;
 
 	dbpg_require_shared();
 	for (int i = 0; i < 4; i++)
@@ -357,8 +410,18 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 		elog(ERROR, "dbpool_guard: terminate_sessions called with %d result columns, expected %d",
 			 rsinfo->setDesc->natts, TERMINATE_COLS);
 
+	/* a real run also needs what pg_terminate_backend() needs */
+	if (!dry_run)
+	{
+		AclResult	aclresult = dbpg_function_aclcheck(F_PG_TERMINATE_BACKEND,
+													   GetUserId());
+
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FUNCTION, "pg_terminate_backend");
+	}
+
 	cands = palloc(sizeof(Candidate) * Max(dbpg_nholdings, 1));
-	ncands = collect_holdings(service, cands);
+	ncands = collect_holdings(service, cands, &target);
 	qsort(cands, ncands, sizeof(Candidate), candidate_cmp);
 
 	/* state and idle time from a fresh snapshot, never from a stale one */
@@ -375,7 +438,8 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 		be = &l->backendStatus;
 		c = candidate_find(cands, ncands, be->st_procpid);
 		if (c == NULL || !(state_bit(be->st_state) & mask) ||
-			be->st_state_start_timestamp == 0)
+			be->st_state_start_timestamp == 0 ||
+			be->st_proc_start_timestamp != c->proc_start)
 			continue;
 		c->state = be->st_state;
 		c->state_start = be->st_state_start_timestamp;
@@ -418,6 +482,7 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 				continue;
 			c = candidate_find(cands, ncands, l->backendStatus.st_procpid);
 			if (c != NULL && c->keep &&
+				l->backendStatus.st_proc_start_timestamp == c->proc_start &&
 				l->backendStatus.st_state == c->state &&
 				l->backendStatus.st_state_start_timestamp == c->state_start)
 				c->unchanged = true;
@@ -431,15 +496,13 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 				c->keep = false;
 				continue;
 			}
-			/* same checks again, a warning if it is gone, a signal otherwise */
-			c->terminated = DatumGetBool(DirectFunctionCall2(pg_terminate_backend,
-															 Int32GetDatum(c->pid),
-															 Int64GetDatum(0)));
+			/* checked again just before the signal; reported either way */
+			c->terminated = signal_if_unchanged(c, target);
 			if (c->terminated)
 			{
 				char	   *dbname = get_database_name(c->dbid);
 
-				count_termination(service);
+				pg_atomic_fetch_add_u64(&target->terminated, 1);
 				if (caller == NULL)
 					caller = GetUserNameFromId(GetUserId(), false);
 				ereport(LOG,

@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -34,6 +36,7 @@ PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_3);
 PG_FUNCTION_INFO_V1(dbpool_guard_sessions_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_enforcement_1_4);
 
 /*
  * dbpool_guard.status grows by appending columns; the function fills as
@@ -47,6 +50,7 @@ PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
 #define REJECTIONS_COLS_MAX	9
 #define SESSIONS_COLS		5
 #define BUDGET_CHECK_COLS	5
+#define ENFORCEMENT_COLS	4
 
 /* Counters appended to dbpool_guard.status by later versions, in order. */
 typedef enum StatusExtra
@@ -182,6 +186,12 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
+static int
+bucket_copy_cmp(const void *a, const void *b)
+{
+	return strcmp(((const BucketCopy *) a)->name, ((const BucketCopy *) b)->name);
+}
+
 /* status for a definition with ncols columns */
 static void
 status_internal(FunctionCallInfo fcinfo, int ncols)
@@ -215,20 +225,22 @@ status_internal(FunctionCallInfo fcinfo, int ncols)
 	LWLockRelease(dbpg_shared->lock);
 	copy_bucket(&dbpg_shared->deflt, &deflt);
 
+	/*
+	 * Both lists sorted by strcmp (the parser sorts the entries), then
+	 * merged: linear in services after the sort, however many are listed.
+	 */
+	qsort(copies, ncopies, sizeof(BucketCopy), bucket_copy_cmp);
+
 	/* every listed service, in name order, with or without a bucket yet */
-	for (int i = 0; cfg != NULL && i < cfg->nentries; i++)
+	for (int i = 0, j = 0; cfg != NULL && i < cfg->nentries; i++)
 	{
 		const DbpgBudgetEntry *e = &cfg->entries[i];
 		BucketCopy *c = NULL;
 
-		for (int j = 0; j < ncopies; j++)
-		{
-			if (strcmp(copies[j].name, e->name) == 0)
-			{
-				c = &copies[j];
-				break;
-			}
-		}
+		while (j < ncopies && strcmp(copies[j].name, e->name) < 0)
+			j++;
+		if (j < ncopies && strcmp(copies[j].name, e->name) == 0)
+			c = &copies[j];
 		put_status_row(rsinfo, ncols, e->name, e, c, sampled_at);
 	}
 
@@ -268,6 +280,25 @@ dbpool_guard_status_1_3(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/*
+ * A stored client address as inet, or NULL.  The address was cleaned as
+ * pg_stat_activity's is before it was stored; anything that is still not
+ * a plain IPv4 or IPv6 address (a value stored by an older library) is
+ * shown as NULL, so that one odd client can never make the view fail.
+ */
+static Datum
+client_addr_datum(const char *addr, bool *isnull)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	int			family = strchr(addr, ':') != NULL ? AF_INET6 : AF_INET;
+
+	*isnull = true;
+	if (addr[0] == '\0' || inet_pton(family, addr, buf) != 1)
+		return (Datum) 0;
+	*isnull = false;
+	return DirectFunctionCall1(inet_in, CStringGetDatum(addr));
+}
+
 static void
 rejections_internal(FunctionCallInfo fcinfo, int ncols)
 {
@@ -301,10 +332,7 @@ rejections_internal(FunctionCallInfo fcinfo, int ncols)
 		values[1] = CStringGetTextDatum(r->service);
 		values[2] = CStringGetTextDatum(NameStr(r->user_name));
 		values[3] = CStringGetTextDatum(NameStr(r->database_name));
-		if (r->client_addr[0] != '\0')
-			values[4] = DirectFunctionCall1(inet_in, CStringGetDatum(r->client_addr));
-		else
-			nulls[4] = true;
+		values[4] = client_addr_datum(r->client_addr, &nulls[4]);
 		values[5] = Int32GetDatum(r->connections);
 		values[6] = Int32GetDatum(r->budget);
 		values[7] = BoolGetDatum(r->enforced);
@@ -437,4 +465,64 @@ dbpool_guard_reset_counters_1_0(PG_FUNCTION_ARGS)
 	LWLockRelease(dbpg_shared->ring_lock);
 
 	PG_RETURN_VOID();
+}
+
+/*
+ * dbpool_guard.enforcement(): are budgets enforced in this backend, and
+ * if not, why; and how many logins of listed services were admitted
+ * without a budget because the service table was full (since the last
+ * reset_counters()).  The mode is checked first: with budgets fixed, a mode
+ * other than enforce still refuses nobody.  Every process holds its own
+ * copy of the settings; a backend sees a reload when it processes it, as
+ * for any setting.
+ */
+Datum
+dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
+{
+	const DbpgBudgets *cfg = dbpg_budgets;
+	TupleDesc	tupdesc;
+	Datum		values[ENFORCEMENT_COLS];
+	bool		nulls[ENFORCEMENT_COLS];
+	bool		have_budgets = cfg != NULL && (cfg->nentries > 0 || cfg->has_default);
+	const char *reason;
+	const char *detail;
+
+	dbpg_require_shared();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	if (dbpg_mode == DBPG_MODE_MONITOR)
+	{
+		reason = "mode_monitor";
+		detail = "\"dbpool_guard.mode\" is \"monitor\": sessions over a cap are admitted, counted and logged, never refused.";
+	}
+	else if (dbpg_mode == DBPG_MODE_OFF)
+	{
+		reason = "mode_off";
+		detail = "\"dbpool_guard.mode\" is \"off\": sessions are neither counted nor refused.";
+	}
+	else if (!have_budgets && dbpg_budgets_rejected)
+	{
+		reason = "budgets_rejected";
+		detail = "The value of \"dbpool_guard.budgets\" in the configuration was rejected, so no budgets are in force; the server log says why.";
+	}
+	else if (!have_budgets)
+	{
+		reason = "no_budgets";
+		detail = "\"dbpool_guard.budgets\" is empty: sessions are counted but never refused.";
+	}
+	else
+	{
+		reason = "enforced";
+		detail = "Budgets are enforced at login.";
+	}
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = BoolGetDatum(strcmp(reason, "enforced") == 0);
+	values[1] = CStringGetTextDatum(reason);
+	values[2] = CStringGetTextDatum(detail);
+	/* logins of listed services admitted without a budget: table full */
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&dbpg_shared->overflow));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
 }

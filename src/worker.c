@@ -7,15 +7,17 @@
  * holdings array, and publishes per bucket the admitted sessions by
  * state and the oldest idle-in-transaction start.  A sample is linear in
  * the number of backends: the pid join goes through a local hash table,
- * and "waiting" is read from the PGPROC each holding recorded.
+ * and "waiting" is read from the PGPROC each holding recorded, under the
+ * holding's spinlock: a holding is cleared before its backend gives up
+ * its PGPROC, so while the pid matches the PGPROC is that backend's.
  *
  * It does not grow with the number of services: a sample visits only the
  * buckets that hold sessions now, or did at the last sample (their zeros
  * must be published once), or are in the warning state or disagree with
  * their holdings.  Every other bucket already shows zeros.  A full pass
  * over the bucket table runs once a minute (FULL_PASS_USECS), to find
- * buckets whose slot count disagrees with the holdings, and whenever a
- * bucket was removed, since the list then may point at a freed entry.
+ * buckets whose slot count disagrees with the holdings.  Buckets are
+ * never removed (src/shmem.c), so the list never points at a freed entry.
  *
  * Admission never depends on the worker: it only observes, logs, and
  * publishes figures.  It never changes an admission counter.
@@ -84,7 +86,6 @@ static int	nvisit = 0;
 static int	visit_size = 0;		/* max_services + 1: every bucket, and "*" */
 static uint64 pass_no = 0;		/* continues the last worker's count */
 static TimestampTz last_full_pass = 0;
-static uint64 seen_removals = 0;
 
 const char *
 dbpg_state_name(DbpgState s)
@@ -174,14 +175,14 @@ bucket_entry(DbpgBucket *b)
 	return dbpg_budgets_find(cfg, b->name);
 }
 
+/* wait_event_info: as read from the session's PGPROC, or 0 */
 static DbpgState
-classify(BackendState st, PGPROC *proc)
+classify(BackendState st, uint32 wait_event_info)
 {
 	switch (st)
 	{
 		case STATE_RUNNING:
-			if (proc != NULL &&
-				((*(volatile uint32 *) &proc->wait_event_info) & 0xFF000000U) == PG_WAIT_LOCK)
+			if ((wait_event_info & 0xFF000000U) == PG_WAIT_LOCK)
 				return DBPG_STATE_WAITING;
 			return DBPG_STATE_ACTIVE;
 		case STATE_IDLE:
@@ -251,8 +252,8 @@ visit_bucket(DbpgBucket *b)
 }
 
 /*
- * Start this sample's list.  The caller holds dbpg_shared->lock, so no
- * bucket is removed while the list is in use.
+ * Start this sample's list.  The caller holds dbpg_shared->lock, so that
+ * no insert moves the hash while it is scanned.
  */
 static void
 start_visits(TimestampTz now)
@@ -262,14 +263,12 @@ start_visits(TimestampTz now)
 	/* numbered across worker restarts, so that no bucket seems visited */
 	pass_no = ++dbpg_shared->passes;
 	nvisit = 0;
-	if (now - last_full_pass >= FULL_PASS_USECS ||
-		dbpg_shared->removals != seen_removals)
+	if (now - last_full_pass >= FULL_PASS_USECS)
 	{
 		HASH_SEQ_STATUS status;
 		DbpgBucket *b;
 
 		last_full_pass = now;
-		seen_removals = dbpg_shared->removals;
 		visit_bucket(&dbpg_shared->deflt);
 		hash_seq_init(&status, dbpg_hash);
 		while ((b = hash_seq_search(&status)) != NULL)
@@ -325,7 +324,7 @@ take_sample(void)
 		DbpgHolding *h = &dbpg_holdings[i];
 		int			pid;
 		DbpgBucket *hb;
-		PGPROC	   *proc;
+		uint32		wait_event_info = 0;
 		TimestampTz admitted_at;
 		PidEntry   *pe;
 		DbpgState	st;
@@ -334,7 +333,9 @@ take_sample(void)
 		SpinLockAcquire(&h->mutex);
 		pid = h->pid;
 		hb = h->bucket;
-		proc = h->proc;
+		/* still this backend's PGPROC: the holding is set */
+		if (pid != 0 && h->proc != NULL)
+			wait_event_info = *(volatile uint32 *) &h->proc->wait_event_info;
 		admitted_at = h->admitted_at;
 		SpinLockRelease(&h->mutex);
 		if (pid == 0 || hb == NULL)
@@ -351,7 +352,7 @@ take_sample(void)
 				missing++;
 			continue;
 		}
-		st = classify(pe->state, proc);
+		st = classify(pe->state, wait_event_info);
 		switch (st)
 		{
 			case DBPG_STATE_ACTIVE:
@@ -492,12 +493,23 @@ log_configuration(void)
 		ereport(LOG,
 				errmsg("dbpool_guard: \"dbpool_guard.service_roles\" has no effect while \"dbpool_guard.service_key\" is \"role\""));
 
-	if (nbudgets == 0)
+	if (nbudgets == 0 && dbpg_budgets_rejected)
 		ereport(WARNING,
 				errmsg("dbpool_guard: no budgets are in force"),
-				errdetail("\"dbpool_guard.budgets\" is empty: sessions are counted but never refused."),
-				errhint("If postgresql.conf sets a value, it was rejected; an earlier log line says why."));
-	else if (total > available)
+				errdetail("The value of \"dbpool_guard.budgets\" in the configuration was rejected: sessions are counted but never refused."),
+				errhint("An earlier log line says why. Correct the value and reload the configuration."));
+	else if (nbudgets == 0)
+		ereport(WARNING,
+				errmsg("dbpool_guard: no budgets are in force"),
+				errdetail("\"dbpool_guard.budgets\" is empty: sessions are counted but never refused."));
+	if (dbpg_mode != DBPG_MODE_ENFORCE)
+		ereport(WARNING,
+				errmsg("dbpool_guard: budgets are not enforced: \"dbpool_guard.mode\" is \"%s\"", mode),
+				errdetail("%s",
+						  dbpg_mode == DBPG_MODE_MONITOR ?
+						  "Sessions over a cap are admitted, counted and logged, never refused." :
+						  "Sessions are neither counted nor refused."));
+	if (nbudgets > 0 && total > available)
 		ereport(WARNING,
 				errmsg("dbpool_guard: budgets are oversubscribed: total %lld exceeds the %d available connections",
 					   (long long) total, available),

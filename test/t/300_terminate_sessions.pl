@@ -2,7 +2,11 @@
 # sessions idle in transaction until it is at its cap; a dry run lists
 # exactly them, a real run frees the budget, running and idle work is
 # left alone, and each caller may end exactly the sessions
-# pg_terminate_backend() would let it end.
+# pg_terminate_backend() would let it end.  A session that can no longer
+# be signalled when its turn comes (its role became a superuser's while
+# the call ran) is reported and skipped without undoing the others; and
+# a role whose EXECUTE on pg_terminate_backend() was revoked cannot end
+# sessions through terminate_sessions() either.
 
 use strict;
 use warnings FATAL => 'all';
@@ -14,12 +18,13 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use DbpgTest;
+use Time::HiRes qw(usleep);
 
 # leaky: cap 5.  No "*" entry: unlisted names are counted, never refused.
 # The callers (ops_*) are exempt, so running the function uses no slot.
 my $node = guard_node('terminate',
-	conf => "dbpool_guard.budgets = 'leaky=5\@1.0, other=3\@1.0'\n"
-	  . "dbpool_guard.exempt_roles = 'ops_plain, ops_signal, ops_member'\n"
+	conf => "dbpool_guard.budgets = 'leaky=5\@1.0, other=3\@1.0, late=4\@1.0'\n"
+	  . "dbpool_guard.exempt_roles = 'ops_plain, ops_signal, ops_member, ops_revoked'\n"
 	  . "dbpool_guard.sample_interval = 100\n");
 
 # terminate_sessions() is 1.2; the default version may be older
@@ -301,6 +306,112 @@ is(status_of($node, 'other', 'connections || \'/\' || terminated_total'),
 # an unknown service is an error naming it
 ($ret, $out, $err) = run_as(undef, terminate("'leakyy'"));
 like($err, qr/ERROR:  unknown service "leakyy"/, 'unknown service: error');
+
+# --- a session that can no longer be signalled when its turn comes ---------------
+#
+# Two leaked sessions of "late", in database "late_db", of two roles.  The
+# call signals them in pid order and, after the first signal, logs it,
+# which looks up the database's name in pg_database.  A gate holds an
+# exclusive lock on pg_database, so the call waits there, between the two
+# signals; meanwhile the second session's role becomes a superuser.  The
+# second session must be reported as not terminated, and the call must
+# complete with the first one terminated, logged and counted.
+
+$node->safe_psql('postgres', q{
+	CREATE DATABASE late_db;
+	CREATE ROLE late_a LOGIN;
+	CREATE ROLE late_b LOGIN;
+});
+my @late;
+for my $role (qw(late_a late_b))
+{
+	local $ENV{PGAPPNAME} = 'late';
+	local $ENV{PGUSER} = $role;
+	my $s = $node->background_psql('late_db', on_error_stop => 0);
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	$pid =~ s/\s+//g;
+	$s->{dbpg_pid} = $pid;
+	$s->{dbpg_role} = $role;
+	$s->query_safe('BEGIN; SELECT 1');
+	push @late, $s;
+}
+@late = sort { $a->{dbpg_pid} <=> $b->{dbpg_pid} } @late;
+my ($first, $second) = @late;
+ok(wait_count($node, 'late', 2), 'late: two sessions idle in transaction');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 2 FROM dbpool_guard.terminate_sessions('late', '1 second')"),
+	'late: both qualify after a second');
+
+my $caller = $node->background_psql('postgres', on_error_stop => 0,
+	extra_params => [ '-U', 'ops_signal' ]);
+my $gate = $node->background_psql('postgres');
+$gate->query_safe('BEGIN; LOCK TABLE pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE');
+$offset = -s $node->logfile;
+$caller->{stdin} .=
+  "SELECT string_agg(pid || ':' || terminated, ' ' ORDER BY pid) FROM dbpool_guard.terminate_sessions('late', '1 second', dry_run => false);\n\\echo CALL-DONE\n";
+$caller->{run}->pump_nb();
+my $waiting = 0;
+for (1 .. 1800)
+{
+	$waiting = $gate->query_safe(
+		"SELECT count(*) FROM pg_stat_activity WHERE usename = 'ops_signal' AND wait_event_type = 'Lock'");
+	last if $waiting eq '1';
+	usleep(100_000);
+}
+is($waiting, '1', 'the call waits between its two signals');
+$gate->query_safe("ALTER ROLE $second->{dbpg_role} SUPERUSER");
+$gate->query_safe('COMMIT');
+$gate->quit;
+my $result = $caller->query_until(qr/CALL-DONE/, '');
+$result =~ s/\s*CALL-DONE\s*$//;
+$result =~ s/^\s+//;
+is($result, "$first->{dbpg_pid}:true $second->{dbpg_pid}:false",
+	'the call completes: the first session terminated, the second reported as not terminated');
+like($caller->{stderr}, qr/^$/, 'and no error');
+$caller->quit;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $first->{dbpg_pid}"),
+	'the first session has exited');
+is(alive($second->{dbpg_pid}), 'idle in transaction',
+	'the session whose role became a superuser\'s is left alone');
+is(status_of($node, 'late', 'terminated_total'), '1', 'late: terminated_total 1');
+like(slurp_file($node->logfile, $offset),
+	qr/terminated session $first->{dbpg_pid} of service "late"/,
+	'the termination that happened is logged');
+$node->safe_psql('postgres', "ALTER ROLE $second->{dbpg_role} NOSUPERUSER");
+
+# --- EXECUTE on pg_terminate_backend() revoked ------------------------------------
+
+$node->safe_psql('postgres', q{
+	CREATE ROLE ops_revoked LOGIN IN ROLE pg_signal_backend;
+	GRANT EXECUTE ON FUNCTION dbpool_guard.terminate_sessions(text, interval, text[], bool) TO ops_revoked;
+	REVOKE EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) FROM PUBLIC;
+});
+($ret, $out, $err) = run_as('ops_revoked',
+	"SELECT pg_terminate_backend($second->{dbpg_pid})");
+like($err, qr/permission denied for function pg_terminate_backend/,
+	'revoked: pg_terminate_backend() itself is denied');
+is(listed('ops_revoked', "'late', '1 second'"), $second->{dbpg_pid},
+	'revoked: a dry run still lists what a real run would end');
+($ret, $out, $err) = run_as('ops_revoked',
+	terminate("'late', '1 second', dry_run => false"));
+like($err, qr/ERROR:  permission denied for function pg_terminate_backend/,
+	'revoked: a real run is denied with the same error');
+is(alive($second->{dbpg_pid}), 'idle in transaction', 'revoked: nothing was ended');
+is(status_of($node, 'late', 'terminated_total'), '1', 'revoked: nothing counted');
+$node->safe_psql('postgres',
+	'GRANT EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) TO ops_revoked');
+is( $node->safe_psql(
+		'postgres',
+		"SET ROLE ops_revoked; SELECT string_agg(pid || ':' || terminated, ' ') FROM dbpool_guard.terminate_sessions('late', '1 second', dry_run => false)"),
+	"$second->{dbpg_pid}:true",
+	'granted again: the real run ends the session');
+$node->safe_psql('postgres',
+	'GRANT EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) TO PUBLIC');
+ok(wait_count($node, 'late', 0), 'late back to 0');
+quit_all(@late);
 
 # --- cleanup: every slot comes back -------------------------------------------------
 
