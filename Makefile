@@ -23,7 +23,7 @@ EXTENSION = dbpool_guard
 DATA = $(wildcard sql/dbpool_guard--*.sql)
 PGFILEDESC = "dbpool_guard - per-service connection budgets"
 
-REGRESS = setup budgets views privileges health terminate identity
+REGRESS = setup budgets views privileges health terminate identity enforcement
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))

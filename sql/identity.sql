@@ -37,9 +37,9 @@ SELECT service, misattributed_total FROM dbpool_guard.status;
 SELECT count(*) FROM dbpool_guard.rejections WHERE reason IS NULL;
 
 --
--- ALTER EXTENSION ... UPDATE to 1.3 from every earlier version leaves
--- exactly what CREATE EXTENSION makes: the same objects, definitions,
--- columns, rights and comments.  In a database of its own.
+-- ALTER EXTENSION ... UPDATE to the default version from every earlier
+-- version leaves exactly what CREATE EXTENSION makes: the same objects,
+-- definitions, columns, rights and comments.  In a database of its own.
 --
 SELECT current_database() AS regress_db \gset
 CREATE DATABASE dbpg_identity;
@@ -85,12 +85,17 @@ SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
 SELECT * FROM pg_temp.shape_diff();
 DROP EXTENSION dbpool_guard;
 CREATE EXTENSION dbpool_guard VERSION '1.1';
-ALTER EXTENSION dbpool_guard UPDATE TO '1.3';
+ALTER EXTENSION dbpool_guard UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
 SELECT * FROM pg_temp.shape_diff();
 DROP EXTENSION dbpool_guard;
 CREATE EXTENSION dbpool_guard VERSION '1.2';
-ALTER EXTENSION dbpool_guard UPDATE TO '1.3';
+ALTER EXTENSION dbpool_guard UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
+SELECT * FROM pg_temp.shape_diff();
+DROP EXTENSION dbpool_guard;
+CREATE EXTENSION dbpool_guard VERSION '1.3';
+ALTER EXTENSION dbpool_guard UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'dbpool_guard';
 SELECT * FROM pg_temp.shape_diff();
 -- the upgraded views answer, with the new columns
@@ -98,5 +103,6 @@ SELECT count(*) > 0 AS has_rows, sum(misattributed_total) AS misattributed
   FROM dbpool_guard.status;
 SELECT count(*) AS rows FROM dbpool_guard.rejections WHERE reason IS NULL;
 SELECT dbpool_guard.health() ->> 'status' AS health;
+SELECT enforced, reason FROM dbpool_guard.enforcement();
 \c :regress_db
 DROP DATABASE dbpg_identity;
