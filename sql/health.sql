@@ -1,8 +1,9 @@
 --
--- dbpool_guard.health() (1.1), and ALTER EXTENSION dbpool_guard UPDATE
--- from 1.0.  In databases of its own, so that the extension the other
--- tests use is left alone.  Its behaviour under load (warning, critical)
--- is tested by test/t/110_monitoring_health.pl.
+-- dbpool_guard.health() (1.1; the keys enforced and enforcement in 1.4),
+-- and ALTER EXTENSION dbpool_guard UPDATE from 1.0.  In databases of its
+-- own, so that the extension the other tests use is left alone.  Its
+-- behaviour under load (warning, critical) and when budgets are not
+-- enforced is tested by test/t/110_monitoring_health.pl.
 --
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE regression_dbpg_upgrade;
@@ -46,6 +47,14 @@ SELECT dbpool_guard.health()->>'status' IN ('ok', 'warning', 'critical') AS stat
        jsonb_typeof(dbpool_guard.health()->'sample_age_seconds') IN ('number', 'null') AS age_is_a_number,
        jsonb_array_length(dbpool_guard.health()->'services')
          = (SELECT count(*) FROM dbpool_guard.status) AS one_object_per_service;
+-- 1.4: enforced and enforcement are dbpool_guard.enforcement()'s enforced
+-- and reason (test/regress.conf: mode enforce with budgets, so enforced)
+SELECT dbpool_guard.health()->'enforced' AS enforced,
+       dbpool_guard.health()->>'enforcement' AS enforcement,
+       dbpool_guard.health()->>'status' AS status,
+       dbpool_guard.health()->'enforced' = to_jsonb(e.enforced)
+         AND dbpool_guard.health()->>'enforcement' = e.reason AS agrees_with_enforcement
+  FROM dbpool_guard.enforcement() AS e;
 SELECT DISTINCT array_agg(k ORDER BY k) AS service_keys
   FROM jsonb_array_elements(dbpool_guard.health()->'services') AS e,
        jsonb_object_keys(e) AS k
@@ -57,7 +66,8 @@ SELECT dbpool_guard.health();
 RESET ROLE;
 CREATE ROLE regress_dbpg_health_probe IN ROLE pg_monitor;
 SET ROLE regress_dbpg_health_probe;
-SELECT dbpool_guard.health()->>'mode' AS probe_reads_mode;
+SELECT dbpool_guard.health()->>'mode' AS probe_reads_mode,
+       dbpool_guard.health()->>'enforcement' AS probe_reads_enforcement;
 RESET ROLE;
 DROP ROLE regress_dbpg_health_nobody;
 DROP ROLE regress_dbpg_health_probe;

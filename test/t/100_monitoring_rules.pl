@@ -3,6 +3,8 @@
 # and runs the rules' unit tests; every alert is covered both ways, and a
 # rule that never fires makes the unit tests fail (so they do test it); the
 # Grafana dashboard is well-formed and its queries use the variables.
+# DbpoolGuardNotEnforced and the enforcement panel (extension 1.4) have
+# their shape checked here.
 # The end-to-end checks against a server are in 120_monitoring_e2e.pl.
 
 use strict;
@@ -88,6 +90,21 @@ for my $alert (@alerts)
 		"$alert has a severity label");
 }
 
+# The guard is never silently off: an alert on budgets not enforced, keyed
+# without the reason label (a change of reason must not restart its "for"),
+# and firing too when the exporter reports no enforcement at all.
+ok((grep { $_ eq 'DbpoolGuardNotEnforced' } @alerts), 'the rules file has DbpoolGuardNotEnforced');
+{
+	my ($block) = slurp_file($rules) =~
+	  /(-\s*alert:\s*DbpoolGuardNotEnforced\s*\n.*?)(?:\n\s*-\s*alert:|\z)/s;
+	like($block // '', qr/max without \(reason\) \(dbpool_guard_budgets_enforced\) == 0/,
+		'DbpoolGuardNotEnforced: max without (reason) of dbpool_guard_budgets_enforced');
+	like($block // '', qr/unless on \(instance, job, server\) dbpool_guard_budgets_enforced/,
+		'DbpoolGuardNotEnforced: also when no enforcement series is reported');
+	like($block // '', qr/^\s*for:\s*15m\s*$/m, 'DbpoolGuardNotEnforced: for 15m');
+	is($severity{DbpoolGuardNotEnforced}, 'warning', 'DbpoolGuardNotEnforced: severity warning');
+}
+
 # --- promtool test rules ---------------------------------------------------------
 
 ($rc, $out) = run_cmd($promtool, 'test', 'rules', $rules_test);
@@ -155,8 +172,9 @@ ok($var{service}{multi} && $var{service}{includeAll}, '... multi-valued, with Al
 
 my @panels = @{ $d->{panels} };
 my %by_title = map { $_->{title} => $_ } @panels;
-for my $t ('Utilization by service', 'Sessions by state', 'Refusals per second',
-	'Admitted per second', 'Budget vs connections', 'Top services by utilization')
+for my $t ('Budget enforcement by server', 'Utilization by service', 'Sessions by state',
+	'Refusals per second', 'Admitted per second', 'Budget vs connections',
+	'Top services by utilization')
 {
 	ok($by_title{$t}, "panel \"$t\"");
 }
@@ -166,6 +184,22 @@ my @steps = map { $_->{value} // () }
 is_deeply(\@steps, [ 0.75, 0.9 ], 'utilization thresholds at 0.75 and 0.9');
 isnt($util->{fieldConfig}{defaults}{custom}{thresholdsStyle}{mode} // 'off',
 	'off', '... drawn on the graph');
+
+# enforcement: one value per server, mapped to Enforced / NOT ENFORCED, red
+# below 1, the reason in the name
+my $enf = $by_title{'Budget enforcement by server'};
+is($enf->{type}, 'stat', 'the enforcement panel is a stat panel');
+like($enf->{targets}[0]{expr} // '', qr/^min by \(instance, server, reason\) \(dbpool_guard_budgets_enforced\{/,
+	'... of dbpool_guard_budgets_enforced per instance, server and reason');
+like($enf->{targets}[0]{legendFormat} // '', qr/\{\{reason\}\}/, '... named with its reason');
+my $map = $enf->{fieldConfig}{defaults}{mappings}[0]{options} || {};
+is_deeply([ $map->{0}{text}, $map->{1}{text} ], [ 'NOT ENFORCED', 'Enforced' ],
+	'... 0 shows NOT ENFORCED, 1 shows Enforced');
+is_deeply(
+	[ map { [ $_->{color}, $_->{value} ] } @{ $enf->{fieldConfig}{defaults}{thresholds}{steps} } ],
+	[ [ 'red', undef ], [ 'green', 1 ] ],
+	'... red unless 1');
+is($enf->{gridPos}{y}, 0, '... at the top of the dashboard');
 
 my %ids;
 for my $p (@panels)
@@ -200,7 +234,8 @@ is($overlap, 0, 'no two panels overlap');
 # every query names dbpool_guard metrics only, and filters them by the
 # variables (service only where the metric has a service label)
 my %no_service = map { $_ => 1 }
-  qw(dbpool_guard_sample_age_seconds dbpool_guard_budget_oversubscribed);
+  qw(dbpool_guard_sample_age_seconds dbpool_guard_budget_oversubscribed
+  dbpool_guard_budgets_enforced);
 for my $q (dashboard_queries($json))
 {
 	my @sel = promql_selectors($q->{expr});

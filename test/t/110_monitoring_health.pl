@@ -3,6 +3,12 @@
 # and the worker's sample age, agrees with dbpool_guard.status service by
 # service, ignores budgets of 0 for its overall status, and is readable by
 # pg_monitor only.  The upgrade from 1.0 is tested by sql/health.sql.
+# Since 1.4 it says whether budgets are enforced (keys enforced and
+# enforcement, from dbpool_guard.enforcement()), and a guard that enforces
+# nothing is never "ok": mode monitor, mode off, empty budgets, and a
+# budgets value that postgresql.conf had at server start but that was
+# rejected (the server starts without budgets) all make it "warning", until
+# the configuration is fixed and reloaded.
 
 use strict;
 use warnings FATAL => 'all';
@@ -29,7 +35,38 @@ ok(wait_samples($node, 1), 'the worker has sampled');
 
 sub health
 {
-	return decode_json(scalar_q($node, 'SELECT dbpool_guard.health()'));
+	my ($n) = @_;
+	return decode_json(scalar_q($n // $node, 'SELECT dbpool_guard.health()'));
+}
+
+# dbpool_guard.enforcement() as a hash: enforced (1 or 0), reason, detail.
+sub enforcement
+{
+	my ($n) = @_;
+	return decode_json(
+		scalar_q(
+			$n // $node, q{
+		SELECT json_build_object('enforced', enforced, 'reason', reason, 'detail', detail)
+		  FROM dbpool_guard.enforcement()}));
+}
+
+# health() and enforcement() on $n agree, and say (enforced, reason).
+sub enforcement_is
+{
+	my ($n, $enforced, $reason, $what) = @_;
+	my $h = health($n);
+	my $e = enforcement($n);
+	is_deeply(
+		[ $h->{enforced} ? 'true' : 'false', $h->{enforcement} ],
+		[ $enforced ? 'true' : 'false', $reason ],
+		"$what: health() enforced " . ($enforced ? 'true' : 'false') . ", enforcement $reason");
+	is_deeply(
+		[ $e->{enforced} ? 'true' : 'false', $e->{reason} ],
+		[ $enforced ? 'true' : 'false', $reason ],
+		"$what: enforcement() agrees");
+	like($e->{detail}, qr/^[A-Z"].{20,}\.$/,
+		"$what: detail is a sentence ($e->{detail})");
+	return $h;
 }
 
 # Services of health() that differ from their dbpool_guard.status row, or
@@ -60,9 +97,11 @@ sub service
 
 my $h = health();
 is_deeply([ sort keys %$h ],
-	[qw(mode sample_age_seconds sampled_at services status)],
-	'health() has status, mode, sampled_at, sample_age_seconds, services');
+	[qw(enforced enforcement mode sample_age_seconds sampled_at services status)],
+	'health() has status, mode, enforced, enforcement, sampled_at, sample_age_seconds, services');
 is($h->{status}, 'ok', 'idle server: status ok');
+ok(JSON::PP::is_bool($h->{enforced}), 'enforced is a JSON boolean');
+enforcement_is($node, 1, 'enforced', 'mode enforce with budgets');
 is($h->{mode}, 'enforce', 'mode is reported');
 ok(defined $h->{sample_age_seconds}
 	  && $h->{sample_age_seconds} >= 0
@@ -110,7 +149,11 @@ is(mismatches(), 0, 'health() agrees with status at critical');
 # --- mode ------------------------------------------------------------------------
 
 set_conf($node, 'dbpool_guard.mode' => 'monitor');
-is(health()->{mode}, 'monitor', 'mode follows dbpool_guard.mode');
+$h = health();
+is($h->{mode}, 'monitor', 'mode follows dbpool_guard.mode');
+is($h->{status}, 'critical',
+	'monitor mode with a service at its cap: still critical (not enforced does not lower it)');
+ok(!$h->{enforced}, '... and enforced is false');
 set_conf($node, 'dbpool_guard.mode' => 'enforce');
 
 # --- privileges: pg_monitor, not PUBLIC ---------------------------------------
@@ -128,6 +171,17 @@ is($out, 'critical', 'a member of pg_monitor reads health()');
 	connstr => conn($node, user => 'nobody', app => 'readiness-probe'));
 like($err, qr/permission denied for function health/,
 	'a role outside pg_monitor may not call health()');
+($ret, $out, $err) = $node->psql(
+	'postgres',
+	'SELECT reason FROM dbpool_guard.enforcement()',
+	connstr => conn($node, user => 'probe', app => 'readiness-probe'));
+is($out, 'enforced', 'a member of pg_monitor reads enforcement()');
+($ret, $out, $err) = $node->psql(
+	'postgres',
+	'SELECT reason FROM dbpool_guard.enforcement()',
+	connstr => conn($node, user => 'nobody', app => 'readiness-probe'));
+like($err, qr/permission denied for function enforcement/,
+	'a role outside pg_monitor may not call enforcement()');
 
 # --- everything released: ok again -------------------------------------------------
 
@@ -136,10 +190,59 @@ ok(wait_count($node, 'feed-service', 0) && wait_count($node, 'cdn-service', 0),
 	'all slots released');
 is(health()->{status}, 'ok', 'status back to ok');
 
+# --- budgets not enforced: never "ok", but "warning" ----------------------------
+#
+# Every service is "ok" below; only enforcement makes the status a warning.
+
+# No service is at its warning level or cap (a budget of 0 is always
+# "rejecting" and does not count).
+sub all_services_ok
+{
+	my ($h) = @_;
+	return !grep { $_->{state} ne 'ok' && ($_->{budget} // -1) != 0 }
+	  @{ $h->{services} };
+}
+
+set_conf($node, 'dbpool_guard.mode' => 'monitor');
+$h = enforcement_is($node, 0, 'mode_monitor', 'mode monitor');
+is($h->{status}, 'warning', 'mode monitor: status warning');
+ok(all_services_ok($h), '... although no service is at its warning level');
+($ret, $out, $err) = $node->psql(
+	'postgres',
+	"SELECT dbpool_guard.health()->>'status'",
+	connstr => conn($node, user => 'probe', app => 'readiness-probe'));
+like($out, qr/^(ok|warning)$/,
+	'the readiness probe of docs/monitoring.md still passes (warning)');
+
+set_conf($node, 'dbpool_guard.mode' => 'off');
+$h = enforcement_is($node, 0, 'mode_off', 'mode off');
+is($h->{status}, 'warning', 'mode off: status warning');
+is($h->{mode}, 'off', 'mode off: mode is reported');
+
+# the mode is checked first: monitor with empty budgets is mode_monitor
+set_conf($node, 'dbpool_guard.mode' => 'monitor', 'dbpool_guard.budgets' => '');
+enforcement_is($node, 0, 'mode_monitor', 'mode monitor and empty budgets');
+
+set_conf($node, 'dbpool_guard.mode' => 'enforce');
+$h = enforcement_is($node, 0, 'no_budgets', 'mode enforce, empty budgets');
+is($h->{status}, 'warning', 'empty budgets: status warning');
+
+# "*" alone is a budget in force
+set_conf($node, 'dbpool_guard.budgets' => '*=4');
+$h = enforcement_is($node, 1, 'enforced', 'only a "*" budget');
+is($h->{status}, 'ok', 'only a "*" budget: status ok');
+
+# a bad value at reload keeps the budgets in force
+set_conf($node, 'dbpool_guard.budgets' => 'feed-service=8, search-service=abc');
+$h = enforcement_is($node, 1, 'enforced', 'a bad value at reload over "*=4"');
+is(service($h, '*')->{budget}, 4, '... the previous budgets stay in force');
+is($h->{status}, 'ok', '... status ok');
+
 # --- no "*" entry: the shared bucket has no budget -------------------------------
 
 set_conf($node, 'dbpool_guard.budgets' => 'cdn-service=2');
-$h = health();
+$h = enforcement_is($node, 1, 'enforced', 'a named budget and no "*" entry');
+is($h->{status}, 'ok', 'a named budget and no "*" entry: status ok');
 is_deeply(
 	service($h, '*'),
 	{   name => '*',
@@ -153,4 +256,39 @@ is_deeply(
 is(mismatches(), 0, 'health() agrees with status without a "*" entry');
 
 $node->stop;
+
+# --- a budgets value rejected at server start -----------------------------------
+#
+# PostgreSQL rejects the value with a WARNING when the library defines the
+# setting and starts with no budgets.  health() must not say "ok".
+
+my $bad = guard_node('health_rejected',
+	conf => "dbpool_guard.budgets = 'feed=8, search=abc'\n"
+	  . "dbpool_guard.sample_interval = 100\n");
+like(
+	slurp_file($bad->logfile),
+	qr/invalid value for parameter "dbpool_guard\.budgets": "feed=8, search=abc"/,
+	'the server log says the value was rejected at start');
+is(scalar_q($bad, 'SHOW dbpool_guard.budgets'), '', 'no budgets are in force');
+$h = enforcement_is($bad, 0, 'budgets_rejected', 'budgets rejected at start');
+isnt($h->{status}, 'ok', "budgets rejected at start: status is not ok ($h->{status})");
+is($h->{status}, 'warning', 'budgets rejected at start: status warning');
+is($h->{mode}, 'enforce', '... in mode enforce');
+
+# still rejected after a reload with another bad value
+set_conf($bad, 'dbpool_guard.budgets' => 'feed=8, search=-1');
+enforcement_is($bad, 0, 'budgets_rejected', 'another bad value at reload');
+
+# fixed in postgresql.conf and reloaded: enforced, status ok
+$bad->append_conf('postgresql.conf', "dbpool_guard.budgets = 'feed=8, search=4'\n");
+$bad->safe_psql('postgres', 'SELECT pg_reload_conf()');
+ok( $bad->poll_query_until(
+		'postgres', "SELECT (dbpool_guard.health()->'enforced')::bool"),
+	'after the fix and pg_reload_conf(), health() says enforced');
+$h = enforcement_is($bad, 1, 'enforced', 'budgets fixed and reloaded');
+is($h->{status}, 'ok', 'budgets fixed and reloaded: status ok');
+is_deeply([ map { $_->{name} } @{ $h->{services} } ],
+	[ 'feed', 'search', '*' ], '... with the fixed budgets');
+$bad->stop;
+
 done_testing();

@@ -6,8 +6,10 @@
 # /metrics checked for names, labels and values against SQL; a Prometheus
 # server (docs/monitoring/prometheus.yml, its relabeling and the alert
 # rules) scraping both, where every metric selector of every rule and of
-# every dashboard panel must return series from each exporter.  Every
-# program started here is stopped here, by PID.
+# every dashboard panel must return series from each exporter; monitor
+# mode makes both exporters report budgets not enforced, and the alert
+# DbpoolGuardNotEnforced becomes pending with the reason, until enforce
+# mode is back.  Every program started here is stopped here, by PID.
 
 use strict;
 use warnings FATAL => 'all';
@@ -135,9 +137,10 @@ my @service_metrics = qw(budget cap connections peak_connections
   admitted_total rejected_total would_reject_total);
 my @all_names = map { "dbpool_guard_$_" } @service_metrics,
   qw(utilization_ratio longest_idle_in_transaction_seconds sessions
-  sample_age_seconds budget_oversubscribed);
+  sample_age_seconds budget_oversubscribed budgets_enforced);
 
-# The status view and budget_check() as the test sees them now.
+# The status view, budget_check() and enforcement() as the test sees them
+# now.
 sub sql_state
 {
 	my $rows = decode_json(
@@ -155,7 +158,11 @@ sub sql_state
 		  FROM dbpool_guard.status}));
 	my $over = $node->safe_psql('postgres',
 		'SELECT oversubscribed::int FROM dbpool_guard.budget_check()');
-	return ({ map { $_->{service} => $_ } @$rows }, $over);
+	my ($enforced, $reason) = split /\|/,
+	  $node->safe_psql('postgres',
+		'SELECT enforced::int, reason FROM dbpool_guard.enforcement()');
+	return ({ map { $_->{service} => $_ } @$rows },
+		$over, { enforced => $enforced, reason => $reason });
 }
 
 # Differences between an exporter's samples and SQL, as readable lines.
@@ -179,7 +186,7 @@ sub scrape_until_equal
 sub mismatches
 {
 	my ($samples, $prefix) = @_;
-	my ($rows, $over) = sql_state();
+	my ($rows, $over, $enf) = sql_state();
 	my @bad;
 	my %seen;
 	my $inf = 9**9**9;
@@ -218,6 +225,9 @@ sub mismatches
 		  for qw(active idle idle_in_transaction waiting);
 	}
 	$check->('dbpool_guard_budget_oversubscribed', {}, $over);
+	# one series, labelled with the current reason (any other is unexpected)
+	$check->('dbpool_guard_budgets_enforced', { reason => $enf->{reason} },
+		$enf->{enforced});
 	my ($age) = series_matching($samples, "${prefix}dbpool_guard_sample_age_seconds");
 	push @bad, 'dbpool_guard_sample_age_seconds: missing or not in [0, 30)'
 	  unless $age && $age->{value} ne 'NaN' && $age->{value} >= 0 && $age->{value} < 30;
@@ -272,6 +282,7 @@ for my $e ([ 'postgres_exporter', $pe_url, '', [qw(server)] ],
 	{
 		my @base =
 			$name =~ /sample_age|oversubscribed/ ? ()
+		  : $name =~ /budgets_enforced/ ? qw(reason)
 		  : $name =~ /_sessions$/ ? qw(service state)
 		  :                         qw(service);
 		my @want = sort @base, @$extra;
@@ -289,6 +300,9 @@ for my $e ([ 'postgres_exporter', $pe_url, '', [qw(server)] ],
 		  {value},
 		2,
 		"$who: the \"*\" entry's budget");
+	my @enf = series_matching($samples, "${prefix}dbpool_guard_budgets_enforced");
+	is_deeply([ map { "$_->{labels}{reason}=$_->{raw}" } @enf ], ['enforced=1'],
+		"$who: ${prefix}dbpool_guard_budgets_enforced{reason=\"enforced\"} is 1, the only one");
 }
 
 # The excerpt shown in the closing note of the monitoring issue.
@@ -498,6 +512,82 @@ for my $al (sort keys %want_pending)
 			"$al is active for cdn-service ($job)");
 	}
 }
+
+# --- budgets not enforced: monitor mode ----------------------------------------
+
+set_conf($node, 'dbpool_guard.mode' => 'monitor');
+my (undef, undef, $enf) = sql_state();
+is_deeply($enf, { enforced => 0, reason => 'mode_monitor' },
+	'SQL: in monitor mode, enforcement() says not enforced, mode_monitor');
+for my $e ([ 'postgres_exporter', $pe_url, '' ], [ 'sql_exporter', $se_url, 'sql_' ])
+{
+	my ($who, $url, $prefix) = @$e;
+	my ($samples, @bad) = scrape_until_equal($url, $prefix);
+	is_deeply(\@bad, [], "$who: every series equals SQL in monitor mode")
+	  or diag(join("\n", @bad));
+	my @enf = series_matching($samples, "${prefix}dbpool_guard_budgets_enforced");
+	is_deeply([ map { "$_->{labels}{reason}=$_->{raw}" } @enf ], ['mode_monitor=0'],
+		"$who: ${prefix}dbpool_guard_budgets_enforced{reason=\"mode_monitor\"} is 0, the only one");
+}
+ok( wait_for(
+		sub {
+			my $v = by_job('max without (reason) (dbpool_guard_budgets_enforced) == 0');
+			return !grep { !defined $v->{$_} } @jobs;
+		},
+		$wait),
+	'Prometheus: max without (reason) (dbpool_guard_budgets_enforced) == 0 for both jobs');
+
+# DbpoolGuardNotEnforced: its "for" (15m) keeps it pending here; its
+# description names the reason, read by the template's query
+my %not_enforced;
+my $not_enforced_alerts = sub {
+	my $data = eval { prom_api($prom, 'alerts') } or return undef;
+	return { map { $_->{labels}{job} => $_ }
+		  grep { $_->{labels}{alertname} eq 'DbpoolGuardNotEnforced' }
+		  @{ $data->{alerts} } };
+};
+wait_for(
+	sub {
+		my $a = $not_enforced_alerts->() or return 0;
+		%not_enforced = %$a;
+		return !grep {
+			!$not_enforced{$_}
+			  || ($not_enforced{$_}{annotations}{description} // '') !~ /reason: mode_monitor\)/
+		} @jobs;
+	},
+	$wait);
+for my $job (@jobs)
+{
+	my $a = $not_enforced{$job} || {};
+	like($a->{state} // 'inactive', qr/^(pending|firing)$/,
+		"DbpoolGuardNotEnforced is active in monitor mode ($job)");
+	ok(!exists $a->{labels}{reason},
+		"DbpoolGuardNotEnforced has no reason label: a change of reason keeps the alert ($job)");
+	like($a->{annotations}{description} // '',
+		qr/^dbpool_guard on \Q$a->{labels}{instance}\E has not enforced connection budgets for 15 minutes \(reason: mode_monitor\)/,
+		"DbpoolGuardNotEnforced: the description names the reason ($job)")
+	  or diag(explain($a));
+}
+
+# back to enforce: the series say enforced, and the alert is gone
+set_conf($node, 'dbpool_guard.mode' => 'enforce');
+for my $e ([ 'postgres_exporter', $pe_url, '' ], [ 'sql_exporter', $se_url, 'sql_' ])
+{
+	my ($who, $url, $prefix) = @$e;
+	my ($samples, @bad) = scrape_until_equal($url, $prefix);
+	is_deeply(\@bad, [], "$who: every series equals SQL back in enforce mode")
+	  or diag(join("\n", @bad));
+	my @enf = series_matching($samples, "${prefix}dbpool_guard_budgets_enforced");
+	is_deeply([ map { "$_->{labels}{reason}=$_->{raw}" } @enf ], ['enforced=1'],
+		"$who: back to ${prefix}dbpool_guard_budgets_enforced{reason=\"enforced\"} 1 only");
+}
+ok( wait_for(
+		sub {
+			my $a = $not_enforced_alerts->();
+			return $a && !%$a;
+		},
+		$wait),
+	'DbpoolGuardNotEnforced is no longer active once budgets are enforced again');
 
 # --- no "*" entry: "*" has no budget, +Inf, and no utilization --------------
 
