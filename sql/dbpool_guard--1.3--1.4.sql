@@ -5,7 +5,10 @@
 
 -- Whether this server enforces budgets, and why not: reason is one of
 -- enforced, mode_monitor, mode_off, no_budgets, budgets_rejected (the
--- configured value was rejected, so none are in force).  unguarded_total
+-- configured value is rejected, so none are in force), table_full (a
+-- listed service has no entry in the full service table, so its logins
+-- are admitted without a budget).  Parallel restricted: it reads the
+-- configuration files and the leader's settings.  unguarded_total
 -- counts logins of listed services admitted without a budget because the
 -- service table was full (more than max_services names listed since the
 -- server started).
@@ -16,10 +19,10 @@ CREATE FUNCTION @extschema@.enforcement(
     OUT unguarded_total int8)
 RETURNS record
 AS 'MODULE_PATHNAME', 'dbpool_guard_enforcement_1_4'
-LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 
 COMMENT ON FUNCTION @extschema@.enforcement() IS
-    'Whether budgets are enforced at login and, if not, why (reason: enforced, mode_monitor, mode_off, no_budgets, budgets_rejected); logins admitted without a budget because the service table was full.';
+    'Whether budgets are enforced at login and, if not, why (reason: enforced, mode_monitor, mode_off, no_budgets, budgets_rejected, table_full); logins admitted without a budget because the service table was full.';
 
 REVOKE ALL ON FUNCTION @extschema@.enforcement() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.enforcement() TO pg_monitor;

@@ -155,10 +155,11 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 	}
 }
 
+/* addr: from client_addr_text(), formatted before the lock is taken */
 static void
-record_rejection(Port *port, const char *service, uint32 connections,
-				 int32 budget, bool enforced, bool misattributed,
-				 TimestampTz now)
+record_rejection(Port *port, const char *addr, const char *service,
+				 uint32 connections, int32 budget, bool enforced,
+				 bool misattributed, TimestampTz now)
 {
 	DbpgRejection *r;
 
@@ -170,7 +171,7 @@ record_rejection(Port *port, const char *service, uint32 connections,
 	namestrcpy(&r->user_name, port->user_name ? port->user_name : "");
 	namestrcpy(&r->database_name,
 			   port->database_name ? port->database_name : "");
-	client_addr_text(port, r->client_addr, sizeof(r->client_addr));
+	strlcpy(r->client_addr, addr, sizeof(r->client_addr));
 	r->connections = (int32) connections;
 	r->budget = budget;
 	r->enforced = enforced;
@@ -221,13 +222,13 @@ refuse(Port *port, DbpgBucket *b, const char *service,
 	double		threshold_pct = dbpg_entry_threshold(e) / (double) (DBPG_PPM / 100);
 	double		used_pct = e->budget > 0 ? 100.0 * connections / e->budget : 100.0;
 
+	client_addr_text(port, addr, sizeof(addr));
 	pg_atomic_fetch_add_u64(&b->rejected, 1);
 	pg_atomic_write_u64(&b->last_rejected_at, (uint64) now);
-	record_rejection(port, b->name, connections, e->budget, true,
+	record_rejection(port, addr, b->name, connections, e->budget, true,
 					 misattributed, now);
 
 	suppress_refusal_log = !refusal_log_allowed(b, now, &suppressed);
-	client_addr_text(port, addr, sizeof(addr));
 
 	if (e->budget == 0)
 		ereport(FATAL,
@@ -265,16 +266,15 @@ note_would_refuse(Port *port, DbpgBucket *b, const char *service,
 {
 	TimestampTz now = GetCurrentTimestamp();
 	uint32		suppressed = 0;
+	char		addr[64];
 
+	client_addr_text(port, addr, sizeof(addr));
 	pg_atomic_fetch_add_u64(&b->would_reject, 1);
-	record_rejection(port, b->name, connections, e->budget, false,
+	record_rejection(port, addr, b->name, connections, e->budget, false,
 					 misattributed, now);
 
 	if (refusal_log_allowed(b, now, &suppressed))
 	{
-		char		addr[64];
-
-		client_addr_text(port, addr, sizeof(addr));
 		ereport(LOG,
 				errmsg("dbpool_guard: would refuse connection for service \"%s\" (monitor mode)",
 					   service),

@@ -4,10 +4,11 @@
  *
  * Every GUC is PGC_SIGHUP (max_services: PGC_POSTMASTER).  The check
  * hooks only parse and validate, since they also run in the postmaster;
- * a value they reject leaves the previous one in force.  A budgets value
- * from the configuration that was rejected is remembered (per process,
- * as every GUC is), so that dbpool_guard.enforcement() and the worker
- * can say "rejected" rather than "empty" when no budgets are in force.
+ * a value they reject leaves the previous one in force.  Whether the
+ * configuration files hold a budgets value that is rejected is read from
+ * the files when asked (dbpg_configured_budgets_invalid()), not kept from
+ * the last check: no check hook runs when a line is removed, and some
+ * runs of it (ALTER SYSTEM, pg_file_settings) apply nothing.
  *
  * IDENTIFICATION
  *		src/dbpool_guard.c
@@ -32,7 +33,6 @@ double		dbpg_warning_threshold = 0.75;
 char	   *dbpg_budgets_string = NULL;
 char	   *dbpg_exempt_string = NULL;
 const DbpgBudgets *dbpg_budgets = NULL;
-bool		dbpg_budgets_rejected = false;
 const DbpgNameList *dbpg_exempt = NULL;
 int32		dbpg_threshold_ppm = 850000;
 int			dbpg_service_key = DBPG_KEY_APPLICATION_NAME;
@@ -72,12 +72,8 @@ check_budgets(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("%s", why);
 		free(tmp);
-		/* the value in force stays; remember that the configured one is not it */
-		if (source >= PGC_S_FILE)
-			dbpg_budgets_rejected = true;
 		return false;
 	}
-	dbpg_budgets_rejected = false;
 
 	result = dbpg_guc_malloc(DbpgBudgetsSize(tmp->nentries));
 	if (result == NULL)
@@ -95,6 +91,48 @@ static void
 assign_budgets(const char *newval, void *extra)
 {
 	dbpg_budgets = (const DbpgBudgets *) extra;
+}
+
+/*
+ * Do the configuration files (postgresql.conf with its includes, then
+ * postgresql.auto.conf, the last setting winning, as at a reload) set
+ * dbpool_guard.budgets to a value that the check hook rejects?  Read
+ * afresh at each call, as pg_file_settings does.  false when the files
+ * do not set it or cannot be parsed (the server then keeps every value).
+ */
+bool
+dbpg_configured_budgets_invalid(void)
+{
+	ConfigVariable *head = NULL;
+	ConfigVariable *tail = NULL;
+	const char *value = NULL;
+	bool		invalid = false;
+
+	if (ConfigFileName != NULL &&
+		ParseConfigFile(ConfigFileName, true, NULL, 0, 0, DEBUG1,
+						&head, &tail) &&
+		(DataDir == NULL ||
+		 ParseConfigFile(PG_AUTOCONF_FILENAME, false, NULL, 0, 0, DEBUG1,
+						 &head, &tail)))
+	{
+		for (ConfigVariable *item = head; item != NULL; item = item->next)
+		{
+			if (pg_strcasecmp(item->name, "dbpool_guard.budgets") == 0)
+				value = item->value;
+		}
+		if (value != NULL)
+		{
+			DbpgBudgets *tmp = palloc(DbpgBudgetsSize(dbpg_max_services));
+			char		why[256];
+
+			invalid = !dbpg_budgets_parse(value, dbpg_max_services,
+										  MaxConnections, tmp, why,
+										  sizeof(why));
+			pfree(tmp);
+		}
+	}
+	FreeConfigVariables(head);
+	return invalid;
 }
 
 static bool

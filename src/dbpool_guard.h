@@ -149,12 +149,13 @@ extern double dbpg_warning_threshold;
 extern char *dbpg_budgets_string;
 extern char *dbpg_exempt_string;
 extern const DbpgBudgets *dbpg_budgets;		/* NULL until set */
-extern bool dbpg_budgets_rejected;	/* the configured value was rejected */
 extern const DbpgNameList *dbpg_exempt;
 extern int	dbpg_service_key;
 extern char *dbpg_service_roles_string;
 extern const DbpgBindings *dbpg_bindings;	/* NULL until set */
 extern int32 dbpg_threshold_ppm;
+
+extern bool dbpg_configured_budgets_invalid(void);
 
 /* shmem.c */
 extern DbpgShared *dbpg_shared;
@@ -165,6 +166,7 @@ extern void dbpg_shmem_init_hooks(void);
 extern void dbpg_require_shared(void);
 extern void dbpg_bucket_init(DbpgBucket *b);
 extern DbpgBucket *dbpg_bucket_insert(const char *name);
+extern int	dbpg_unguarded_services(const DbpgBudgets *cfg);
 
 /* admission.c */
 extern void dbpg_admission_init(void);

@@ -196,3 +196,27 @@ dbpg_bucket_insert(const char *name)
 	}
 	return b;
 }
+
+/*
+ * How many services listed in cfg would be admitted without a budget now:
+ * those with no bucket while the table is full.  0 while there is room.
+ */
+int
+dbpg_unguarded_services(const DbpgBudgets *cfg)
+{
+	int			n = 0;
+
+	if (cfg == NULL)
+		return 0;
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	if (dbpg_shared->nbuckets >= dbpg_max_services)
+	{
+		for (int i = 0; i < cfg->nentries; i++)
+		{
+			if (hash_search(dbpg_hash, cfg->entries[i].name, HASH_FIND, NULL) == NULL)
+				n++;
+		}
+	}
+	LWLockRelease(dbpg_shared->lock);
+	return n;
+}

@@ -381,7 +381,7 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 	int			ncands;
 	int			nback;
 	TimestampTz now;
-	char	   *caller = NULL;
+	const char *caller = NULL;
 	DbpgBucket *target;
 
 	dbpg_require_shared();
@@ -471,6 +471,11 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 
 	if (!dry_run)
 	{
+		/* looked up before any signal: nothing after one may fail for it */
+		caller = GetUserNameFromId(GetUserId(), true);
+		if (caller == NULL)
+			caller = "?";
+
 		/* a session that changed state since the first look is left alone */
 		nback = fresh_status_snapshot();
 		for (int i = 1; i <= nback; i++)
@@ -503,8 +508,6 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 				char	   *dbname = get_database_name(c->dbid);
 
 				pg_atomic_fetch_add_u64(&target->terminated, 1);
-				if (caller == NULL)
-					caller = GetUserNameFromId(GetUserId(), false);
 				ereport(LOG,
 						errmsg("dbpool_guard: terminated session %d of service \"%s\": role \"%s\", state \"%s\" for %s",
 							   c->pid, service, NameStr(c->user_name),

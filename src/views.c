@@ -283,8 +283,8 @@ dbpool_guard_status_1_3(PG_FUNCTION_ARGS)
 /*
  * A stored client address as inet, or NULL.  The address was cleaned as
  * pg_stat_activity's is before it was stored; anything that is still not
- * a plain IPv4 or IPv6 address (a value stored by an older library) is
- * shown as NULL, so that one odd client can never make the view fail.
+ * a plain IPv4 or IPv6 address is shown as NULL rather than passed to
+ * inet_in(), so that no stored value can ever make the view fail.
  */
 static Datum
 client_addr_datum(const char *addr, bool *isnull)
@@ -472,9 +472,11 @@ dbpool_guard_reset_counters_1_0(PG_FUNCTION_ARGS)
  * if not, why; and how many logins of listed services were admitted
  * without a budget because the service table was full (since the last
  * reset_counters()).  The mode is checked first: with budgets fixed, a mode
- * other than enforce still refuses nobody.  Every process holds its own
- * copy of the settings; a backend sees a reload when it processes it, as
- * for any setting.
+ * other than enforce still refuses nobody.  "budgets_rejected" is read
+ * from the configuration files now, "table_full" from the table now (a
+ * listed service with no entry in a full table is not guarded).  Every
+ * process holds its own copy of the settings; a backend sees a reload
+ * when it processes it, as for any setting.
  */
 Datum
 dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
@@ -484,6 +486,7 @@ dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
 	Datum		values[ENFORCEMENT_COLS];
 	bool		nulls[ENFORCEMENT_COLS];
 	bool		have_budgets = cfg != NULL && (cfg->nentries > 0 || cfg->has_default);
+	int			unguarded;
 	const char *reason;
 	const char *detail;
 
@@ -501,7 +504,7 @@ dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
 		reason = "mode_off";
 		detail = "\"dbpool_guard.mode\" is \"off\": sessions are neither counted nor refused.";
 	}
-	else if (!have_budgets && dbpg_budgets_rejected)
+	else if (!have_budgets && dbpg_configured_budgets_invalid())
 	{
 		reason = "budgets_rejected";
 		detail = "The value of \"dbpool_guard.budgets\" in the configuration was rejected, so no budgets are in force; the server log says why.";
@@ -510,6 +513,12 @@ dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
 	{
 		reason = "no_budgets";
 		detail = "\"dbpool_guard.budgets\" is empty: sessions are counted but never refused.";
+	}
+	else if ((unguarded = dbpg_unguarded_services(cfg)) > 0)
+	{
+		reason = "table_full";
+		detail = psprintf("%d listed services have no entry in the full service table (\"dbpool_guard.max_services\" is %d): their logins are admitted without a budget until a restart.",
+						  unguarded, dbpg_max_services);
 	}
 	else
 	{

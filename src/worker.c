@@ -493,7 +493,7 @@ log_configuration(void)
 		ereport(LOG,
 				errmsg("dbpool_guard: \"dbpool_guard.service_roles\" has no effect while \"dbpool_guard.service_key\" is \"role\""));
 
-	if (nbudgets == 0 && dbpg_budgets_rejected)
+	if (nbudgets == 0 && dbpg_configured_budgets_invalid())
 		ereport(WARNING,
 				errmsg("dbpool_guard: no budgets are in force"),
 				errdetail("The value of \"dbpool_guard.budgets\" in the configuration was rejected: sessions are counted but never refused."),

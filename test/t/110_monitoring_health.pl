@@ -278,8 +278,32 @@ is($h->{mode}, 'enforce', '... in mode enforce');
 # still rejected after a reload with another bad value
 set_conf($bad, 'dbpool_guard.budgets' => 'feed=8, search=-1');
 enforcement_is($bad, 0, 'budgets_rejected', 'another bad value at reload');
+ok( log_wait(
+		$bad,
+		qr/WARNING:  dbpool_guard: no budgets are in force\n.*DETAIL:  The value of "dbpool_guard\.budgets" in the configuration was rejected/,
+		0),
+	'the worker says the value was rejected, not that it is empty');
 
-# fixed in postgresql.conf and reloaded: enforced, status ok
+# a failed ALTER SYSTEM applies nothing and changes nothing
+($ret, $out, $err) = $bad->psql('postgres',
+	"ALTER SYSTEM SET dbpool_guard.budgets = 'x=oops'");
+like($err, qr/invalid value for parameter "dbpool_guard\.budgets"/,
+	'ALTER SYSTEM with a bad value fails');
+enforcement_is($bad, 0, 'budgets_rejected', 'after a failed ALTER SYSTEM');
+
+# the bad lines removed from postgresql.conf: no longer "rejected", just empty
+my $conf = slurp_file($bad->data_dir . '/postgresql.conf');
+$conf =~ s/^dbpool_guard\.budgets\b.*\n//mg;
+open(my $fh, '>', $bad->data_dir . '/postgresql.conf') or die $!;
+print $fh $conf;
+close $fh;
+$bad->safe_psql('postgres', 'SELECT pg_reload_conf()');
+ok( $bad->poll_query_until(
+		'postgres', "SELECT reason = 'no_budgets' FROM dbpool_guard.enforcement()"),
+	'bad lines removed and reloaded: the reason becomes no_budgets');
+enforcement_is($bad, 0, 'no_budgets', 'bad lines removed');
+
+# set in postgresql.conf and reloaded: enforced, status ok
 $bad->append_conf('postgresql.conf', "dbpool_guard.budgets = 'feed=8, search=4'\n");
 $bad->safe_psql('postgres', 'SELECT pg_reload_conf()');
 ok( $bad->poll_query_until(

@@ -46,6 +46,10 @@ ok( log_wait(
 	'table full: a WARNING names the service');
 is(scalar_q($node, 'SELECT unguarded_total FROM dbpool_guard.enforcement()'),
 	'2', 'table full: both logins of d counted as unguarded');
+is(scalar_q($node, 'SELECT enforced || \':\' || reason FROM dbpool_guard.enforcement()'),
+	'false:table_full', 'table full: enforcement() says a listed service is not guarded');
+is(scalar_q($node, q{SELECT dbpool_guard.health()->>'status'}),
+	'warning', 'table full: health() is warning');
 is(scalar_q($node, q{SELECT count(*) FROM dbpool_guard.status WHERE service IN ('a', 'b')}),
 	'0', 'a and b have no status row while unlisted and idle');
 quit_all($c, $d, $d2);
@@ -77,8 +81,8 @@ $node->restart;
 $d = hold($node, 'd');
 like(hold_fails($node, app => 'd'), qr/too many connections for service "d"/,
 	'after a restart: d has a bucket and its cap is enforced');
-is(scalar_q($node, 'SELECT unguarded_total FROM dbpool_guard.enforcement()'),
-	'0', 'after a restart: nothing unguarded');
+is(scalar_q($node, 'SELECT unguarded_total || \':\' || reason FROM dbpool_guard.enforcement()'),
+	'0:enforced', 'after a restart: nothing unguarded, enforced');
 quit_all($d);
 
 $node->stop;
