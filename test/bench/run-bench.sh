@@ -1,15 +1,16 @@
 #!/bin/bash
 # run-bench.sh: dbpool_guard benchmarks (docs/benchmarks.md).
 #
-#   test/bench/run-bench.sh                      full run, about 7 minutes on 2 cores
+#   test/bench/run-bench.sh                      full run, about 8 minutes on 2 cores
 #   PG_CONFIG=/work/pg/17/bin/pg_config test/bench/run-bench.sh
 #
 # Starts its own throwaway clusters (initdb into a mktemp directory, Unix
 # sockets only, as an unprivileged user when run as root), builds pgstorm,
 # and prints a table: login throughput with and without dbpool_guard,
 # refusal latency against PostgreSQL's role and database CONNECTION LIMIT,
-# storm exactness, worker CPU cost, and login throughput with 1000 listed
-# services.  A benchmark, not a test: it exits 0 whether targets are met
+# storm exactness, worker CPU cost, login throughput with 1000 listed
+# services, and the time of SELECT * FROM dbpool_guard.status with 10 000
+# listed services.  A benchmark, not a test: it exits 0 whether targets are met
 # or not, and non-zero only when it cannot run.
 #
 # Environment:
@@ -18,7 +19,9 @@
 #   BENCH_PAIRS    A/B pairs for the throughput figures (12; at least 5)
 #   BENCH_SECS     seconds per pgbench run (4)
 #   BENCH_CLIENTS  pgbench clients (4)
-#   BENCH_ONLY     sections to run, of: throughput latency storm worker scale
+#   BENCH_ONLY     sections to run, of: throughput latency storm worker scale status
+#   BENCH_STATUS_SERVICES  listed services for the status section (10000)
+#   BENCH_STATUS_RUNS      timed SELECTs per case in the status section (15)
 #   BENCH_QUICK=1  a short smoke run (figures are not meaningful)
 #   BENCH_INSTALL=1  run "make install" of the extension first (as root)
 #   BENCH_KEEP=1   keep the work directory (logs, raw data) afterwards
@@ -37,7 +40,7 @@ PGVERSION=$("$PG_CONFIG" --version)
 PAIRS=${BENCH_PAIRS:-12}
 SECS=${BENCH_SECS:-4}
 CLIENTS=${BENCH_CLIENTS:-4}
-ONLY=${BENCH_ONLY:-throughput latency storm worker scale}
+ONLY=${BENCH_ONLY:-throughput latency storm worker scale status}
 LAT_ROUNDS=5			# interleaved rounds of the three refusal kinds
 LAT_ATTEMPTS=200		# refused logins per kind and round, one at a time
 STORM_ROUNDS=20
@@ -49,9 +52,12 @@ W_FAST_SECS=6
 W_DEFAULT_SECS=10		# window at the default 1000 ms interval
 W_SESSIONS="10 200 1000"
 W_SERVICES="10 500"
+STATUS_SERVICES=${BENCH_STATUS_SERVICES:-10000}	# listed, and max_services
+STATUS_RUNS=${BENCH_STATUS_RUNS:-15}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	PAIRS=2 SECS=2 LAT_ROUNDS=2 LAT_ATTEMPTS=30 STORM_ROUNDS=3 ROLE_STORM_ROUNDS=2
 	W_FAST_SECS=2 W_DEFAULT_SECS=3 W_SESSIONS="10 200"
+	STATUS_SERVICES=${BENCH_STATUS_SERVICES:-2000} STATUS_RUNS=${BENCH_STATUS_RUNS:-3}
 fi
 [ "$PAIRS" -ge 1 ] || PAIRS=1
 
@@ -638,6 +644,74 @@ dbpool_guard.budgets = '$(listed_budgets 1000)'"
 		">= 0.98" "$(meets "$med" ">= 0.98")"
 	drop_cluster s1000
 	drop_cluster s10
+fi
+
+# ---------------------------------------------------------------------------
+# 6. the status view with many listed services
+# ---------------------------------------------------------------------------
+# query_ms CLUSTER SQL RUNS -> "median min max" in ms, psql's \timing of RUNS
+# executions in one session after one untimed run; rows go to /dev/null
+query_ms() {
+	local c=$1 sql=$2 runs=$3 i
+	{
+		echo '\o /dev/null'
+		echo "$sql"
+		echo '\timing on'
+		for ((i = 0; i < runs; i++)); do echo "$sql"; done
+	} | "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK/$c" -p "${PORT[$c]}" -U postgres -d postgres |
+		awk '/^Time: / {print $2}' | mmm
+}
+
+# status_case LABEL: time SELECT * and SELECT count(*) on the status view of
+# cluster "status" as it is now, and add a row
+status_case() {
+	local label=$1 rows buckets m1 n1 x1 m2 n2 x2
+	rows=$(q status "SELECT count(*) FROM dbpool_guard.status")
+	buckets=$(q status "SELECT count(*) FROM dbpool_guard.status WHERE service <> '*' AND admitted_total > 0")
+	read -r m1 n1 x1 <<<"$(query_ms status 'SELECT * FROM dbpool_guard.status;' "$STATUS_RUNS")"
+	read -r m2 n2 x2 <<<"$(query_ms status 'SELECT count(*) FROM dbpool_guard.status;' "$STATUS_RUNS")"
+	log "  $label: $rows rows, $buckets with a bucket: SELECT * median $m1 ms (min $n1, max $x1); count(*) median $m2 ms (min $n2, max $x2)"
+	row "status view, $STATUS_SERVICES listed services, $label ($STATUS_RUNS runs)" \
+		"SELECT * $(fmt "$m1" %.1f) ms (min $(fmt "$n1" %.1f), max $(fmt "$x1" %.1f)); count(*) $(fmt "$m2" %.1f) ms (min $(fmt "$n2" %.1f), max $(fmt "$x2" %.1f)); $rows rows, $buckets buckets" \
+		"(none)" ""
+	STATUS_MEDIAN[$label]=$m1
+}
+
+declare -A STATUS_MEDIAN=()
+if want status && [ "$HAVE_GUARD" = 1 ]; then
+	log "status view: SELECT * FROM dbpool_guard.status with $STATUS_SERVICES listed services (max_services = $STATUS_SERVICES), $STATUS_RUNS runs per case"
+	# services st-C-K: chunk C of at most 250, so that one pgstorm run per
+	# chunk logs each of its services in once and they all fit under
+	# max_connections at once (pgstorm holds a round's sessions until the
+	# round is over)
+	sb="" chunks=()
+	for ((i = 0; i < STATUS_SERVICES; i += 250)); do
+		n=$((STATUS_SERVICES - i < 250 ? STATUS_SERVICES - i : 250))
+		chunks+=("$n")
+		for ((k = 1; k <= n; k++)); do sb+="st-${#chunks[@]}-$k=10, "; done
+	done
+	new_cluster status "max_connections = 300
+$PRELOAD
+dbpool_guard.max_services = $STATUS_SERVICES
+dbpool_guard.budgets = '${sb%, }'"
+	# listed, never logged in: no bucket yet, every row from the list alone
+	status_case "no bucket"
+	# one login per listed service gives each its bucket
+	t0=$(date +%s) att=0 adm=0 other=0
+	for c in "${!chunks[@]}"; do
+		n=${chunks[$c]}
+		line=$(storm status -U bench -d postgres -a "st-$((c + 1))-%d" -A "$n" -n "$n" -c 25 -H 0 -q --csv | tail -1)
+		IFS=, read -r _ a b _ <<<"$line"
+		att=$((att + a)) adm=$((adm + b)) other=$((other + a - b))
+		wait_for status "SELECT count(*) FROM pg_stat_activity WHERE usename = 'bench'" 0 60 || true
+	done
+	log "  $att logins in $(($(date +%s) - t0)) s: $adm admitted, $other not"
+	status_case "with buckets"
+	# a bucket adds a copy and a match per row: linear, a small factor;
+	# matching every entry against every bucket made it 9-12x (issue 13)
+	v=$(ratio "${STATUS_MEDIAN[with buckets]}" "${STATUS_MEDIAN[no bucket]}")
+	row "status view: with/without buckets, SELECT * median" "$(fmt "$v" %.2f)" "<= 2.0 (linear)" "$(meets "$v" "<= 2.0")"
+	drop_cluster status
 fi
 
 # ---------------------------------------------------------------------------
