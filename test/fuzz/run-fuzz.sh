@@ -11,8 +11,14 @@
 # directory first: the run never changes the tree.  Every seed is run
 # before fuzzing starts, so a regression on a seed fails at once.
 #
+# Bounded by time (-max_total_time, and -timeout per input); the checks
+# are on what was done, never on how fast: every seed ran (at least as
+# many executions as seeds), and nothing crashed.  The number of
+# executions in SECONDS depends on the machine and is only printed.
+#
 # Prints the executions, the time and the crashes, then "N passed, N failed"
-# (one check: no crash); exits non-zero on a crash or a build failure.
+# (one check: all seeds ran and nothing crashed); exits non-zero on a
+# crash, on a run that did not get through the seeds, or a build failure.
 # Crashing inputs are kept in the work directory, whose path is printed.
 #
 # Environment: CLANG (default clang-14, else clang), FUZZ_WORKDIR (default
@@ -109,6 +115,17 @@ if [ "$crashes" -gt 0 ]; then
 	echo "fuzz: FAILED (libFuzzer exit status $rc); inputs in $work/artifacts:" >&2
 	find "$work/artifacts" -type f -printf '  %p\n' >&2
 	grep -E -A30 'ERROR: |runtime error|check failed|deadly signal' "$log" | head -n 60 >&2 || true
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+# one process: the executions include every seed (fork mode counts per job)
+min_runs=$seeds
+if [ "$jobs" -gt 1 ]; then
+	min_runs=1
+fi
+if [ "$runs" -lt "$min_runs" ]; then
+	echo "fuzz: FAILED: $runs executions, fewer than the $min_runs seeds to run (libFuzzer exit status $rc); log $log" >&2
+	tail -n 20 "$log" >&2
 	echo "0 passed, 1 failed"
 	exit 1
 fi

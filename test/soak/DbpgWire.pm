@@ -20,8 +20,17 @@
 #   my @c = DbpgWire::storm([ \%params1, \%params2, ... ], timeout => 60);
 #
 # A refused login ends with {ok} false and {error}; a closed connection
-# before an answer with {error}{C} = 'EOF'.  Only trust (or no)
-# authentication is supported: the tests run on a private Unix socket.
+# before an answer with {error}{C} = 'EOF'.  A login that got its answer
+# stays {ok} when the server ends the session later (idle_session_timeout,
+# pg_terminate_backend), even before the caller read that answer.  Only
+# trust (or no) authentication is supported: the tests run on a private
+# Unix socket.
+#
+# Every wait is bounded by $DbpgWire::TIMEOUT seconds unless the caller
+# passes another timeout: PG_TEST_TIMEOUT_DEFAULT, else 180 (as
+# PostgreSQL::Test::Utils::timeout_default).  The waits return as soon as
+# the answer is there, so a generous bound costs nothing on a fast machine
+# and spares a slow one.
 
 package DbpgWire;
 
@@ -38,6 +47,8 @@ use Time::HiRes qw(time);
 # The refusal of dbpool_guard, as opposed to PostgreSQL's own 53300
 # ("sorry, too many clients already", "too many connections for role").
 our $REFUSAL_RE = qr/^too many connections for service "(.*)"\z/s;
+
+our $TIMEOUT = ($ENV{PG_TEST_TIMEOUT_DEFAULT} // '') ne '' ? $ENV{PG_TEST_TIMEOUT_DEFAULT} : 180;
 
 sub _startup_packet
 {
@@ -95,8 +106,9 @@ sub start
 sub _eof
 {
 	my ($self, $why) = @_;
+	# a login answered with ReadyForQuery was admitted, whatever came after
+	$self->{ok} = 0 unless defined $self->{login_seconds};
 	$self->{state} = 'done';
-	$self->{ok} = 0;
 	$self->{error} //= { C => 'EOF', M => $why // 'connection closed by the server' };
 	CORE::close($self->{sock}) if $self->{sock};
 	$self->{sock} = undef;
@@ -224,11 +236,12 @@ sub _process
 	return;
 }
 
-# Wait until the login (or a query) has its answer, or $timeout seconds.
+# Wait until the login (or a query) has its answer, or $timeout seconds
+# (default $TIMEOUT).
 sub wait_ready
 {
 	my ($self, $timeout) = @_;
-	my $deadline = time() + ($timeout // 60);
+	my $deadline = time() + ($timeout // $TIMEOUT);
 	while ($self->pump)
 	{
 		my $left = $deadline - time();
@@ -257,7 +270,7 @@ sub storm
 {
 	my ($list, %o) = @_;
 	my @c = map { start(%$_) } @$list;
-	my $deadline = time() + ($o{timeout} // 60);
+	my $deadline = time() + ($o{timeout} // $TIMEOUT);
 	while (1)
 	{
 		my @pending = grep { $_->{sock} && $_->{state} eq 'startup' } @c;
@@ -289,7 +302,7 @@ sub query
 	my ($self, $sql, $timeout) = @_;
 	croak 'not connected' unless $self->{sock} && $self->{state} eq 'ready';
 	$self->send_query($sql);
-	$self->wait_ready($timeout // 60);
+	$self->wait_ready($timeout // $TIMEOUT);
 	croak "connection lost: $self->{error}{M}" if $self->{state} ne 'ready';
 	if (my $e = delete $self->{query_error})
 	{
@@ -313,13 +326,14 @@ sub send_query
 }
 
 # Has the server closed this connection (e.g. pg_terminate_backend)?
-# Waits up to $timeout seconds (default 10) for the end of the stream: a
-# backend gives its slot back before its socket is closed.  Pass 0 to
-# only look.
+# Waits up to $timeout seconds (default $TIMEOUT) for the end of the
+# stream: a backend gives its slot back before its socket is closed.
+# Returns as soon as the stream ends; pass 0 to only look (a session
+# expected to stay open).
 sub closed_by_server
 {
 	my ($self, $timeout) = @_;
-	my $deadline = time() + ($timeout // 10);
+	my $deadline = time() + ($timeout // $TIMEOUT);
 	while ($self->{sock})
 	{
 		my $left = $deadline - time();
@@ -399,8 +413,7 @@ sub loader
 		{
 			my @c = storm(
 				[ map { { %{ $o{login} }, application_name => $apps[ int(rand(@apps)) ] } }
-					  1 .. $batch ],
-				timeout => 60);
+					  1 .. $batch ]);
 			for my $c (@c)
 			{
 				if ($c->{ok}) { $tally{ok}++; }

@@ -3,9 +3,15 @@
 # throwaway server, with the extension installed for $PG_CONFIG.
 #
 #   test/soak/run-soak.sh --brief         CI: 8 clients, 10 services, 2000 cycles
+#                                         (at most 600 s)
 #   test/soak/run-soak.sh                 the soak: 20 000 login/logout cycles
-#   test/soak/run-soak.sh --long          100 000 cycles
+#                                         (at most 1800 s)
+#   test/soak/run-soak.sh --long          100 000 cycles (at most 7200 s)
 #   test/soak/run-soak.sh --cycles N ...  any soak.pl option (see its header)
+#
+# The soak is bounded by count and time: the checks are on what was done
+# (cycles, counters, log lines, memory), and the clients stop opening
+# sessions at --max-seconds, which then fails the cycle check.
 #
 # Run as root, it runs the soak as the unprivileged test user of
 # test/lib.sh (DBPG_TEST_USER, default dbpg_test; created if missing),
@@ -24,8 +30,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 args=()
 for a in "$@"; do
 	case "$a" in
-		--brief) args+=(--cycles 2000 --warmup 300) ;;
-		--long) args+=(--cycles 100000) ;;
+		--brief) args+=(--cycles 2000 --warmup 300 --max-seconds 600) ;;
+		--long) args+=(--cycles 100000 --max-seconds 7200) ;;
 		*) args+=("$a") ;;
 	esac
 done

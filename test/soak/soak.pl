@@ -27,14 +27,23 @@
 #     the log, no "holdings disagree" warning from the worker;
 #   - every invalid reload was logged as invalid and left the last good
 #     value in force; the final value is in force;
-#   - refusal log lines were rate-limited;
+#   - refusal log lines were rate-limited: at most one per bucket and
+#     wall-clock second spanned by the run;
 #   - postmaster and worker memory flat: RSS (and private RssAnon) at
 #     start (after a warm-up) and at the end are printed; the private
 #     memory must not grow by more than --max-growth-kb (default 2048).
 #
+#
+# Bounded by count and time: the clients make --cycles cycles (the checks
+# are on what was done, never on how fast), and stop opening sessions at
+# --max-seconds (default 1800) after the start, whatever they made by
+# then; the cycle check then fails and says so.  Every wait for the
+# server is bounded by --wait-seconds (default PG_TEST_TIMEOUT_DEFAULT,
+# else 180) and returns as soon as the state is reached.
+#
 #   soak.pl --bindir DIR [--cycles N] [--clients N] [--services N]
 #           [--reload-ms MS] [--bad-every N] [--hold-ms MS] [--seed N]
-#           [--keep]
+#           [--max-seconds N] [--wait-seconds N] [--keep]
 
 use strict;
 use warnings FATAL => 'all';
@@ -58,10 +67,13 @@ my %o = (
 	'max-growth-kb' => 2048,
 	warmup => 1000,
 	seed => 4242,
+	'max-seconds' => 1800,
+	'wait-seconds' => $DbpgWire::TIMEOUT,
 	bindir => '',
 	keep => 0,);
 GetOptions(\%o, 'cycles=i', 'clients=i', 'services=i', 'reload-ms=i', 'bad-every=i',
-	'hold-ms=i', 'max-growth-kb=i', 'warmup=i', 'seed=i', 'bindir=s', 'keep!')
+	'hold-ms=i', 'max-growth-kb=i', 'warmup=i', 'seed=i', 'max-seconds=i', 'wait-seconds=i',
+	'bindir=s', 'keep!')
   or die "usage: $0 --bindir DIR [--cycles N] [--clients N] [--services N] ...\n";
 $o{bindir} ||= do { my $b = `pg_config --bindir`; chomp $b; $b };
 die "no server binaries in '$o{bindir}'\n" unless -x "$o{bindir}/postgres";
@@ -79,6 +91,23 @@ sub check
 }
 
 sub info { print "soak: @_\n"; return; }
+
+# Call $cond until it returns true, at most --wait-seconds; returns its
+# last value.
+sub wait_until
+{
+	my ($cond) = @_;
+	my $deadline = time() + $o{'wait-seconds'};
+	while (1)
+	{
+		my $v = $cond->();
+		return $v if $v || time() > $deadline;
+		usleep(20_000);
+	}
+}
+
+# No client opens a session after this time (--max-seconds).
+my $hard_deadline = time() + $o{'max-seconds'};
 
 # --- a throwaway server ------------------------------------------------------------------
 
@@ -147,12 +176,10 @@ END { system("'$o{bindir}/pg_ctl' -D '$pgdata' -m immediate stop >/dev/null 2>&1
 
 my %login = (host => $dir, port => $port, user => 'app', dbname => 'postgres');
 my $admin;
-for (1 .. 100)
-{
+wait_until(sub {
 	$admin = DbpgWire::login(%login, user => 'soak_admin', application_name => 'soak-admin');
-	last if $admin->{ok};
-	usleep(100_000);
-}
+	return $admin->{ok};
+});
 die "cannot log in: $admin->{error}{M}\n" unless $admin->{ok};
 
 sub q1
@@ -169,12 +196,10 @@ info("PostgreSQL $version, port $port, $o{clients} clients, $services services, 
 
 my $postmaster_pid = do { open(my $fh, '<', "$pgdata/postmaster.pid") or die; my $l = <$fh>; chomp $l; $l };
 my $worker_pid;
-for (1 .. 100)
-{
+wait_until(sub {
 	$worker_pid = q1("SELECT pid FROM pg_stat_activity WHERE backend_type = 'dbpool_guard worker'");
-	last if $worker_pid;
-	usleep(100_000);
-}
+	return $worker_pid;
+});
 die "the dbpool_guard worker does not run\n" unless $worker_pid;
 
 # /proc/PID/status: VmRSS, RssAnon (private), RssShmem, in kB
@@ -209,15 +234,16 @@ sub client
 	my %t = (attempts => 0, ok => 0, refused => 0, queries => 0);
 	my @pool;
 	my $max_pool = 6;
-	while ($t{ok} < $cycles || @pool)
+	my $more = sub { return $t{ok} < $cycles && time() < $hard_deadline; };
+	while ($more->() || @pool)
 	{
-		if ($t{ok} < $cycles && @pool < $max_pool && (rand() < 0.55 || !@pool))
+		if ($more->() && @pool < $max_pool && (rand() < 0.55 || !@pool))
 		{
 			my $n = rand() < 0.25 ? 2 + int(rand(3)) : 1;
 			$n = $cycles - $t{ok} if $n > $cycles - $t{ok};
 			my @c = DbpgWire::storm(
 				[ map { { %login, application_name => rand() < 0.1 ? "unlisted-$id-" . int(rand(50)) : $names[ int(rand(@names)) ] } } 1 .. $n ],
-				timeout => 120);
+				timeout => $o{'wait-seconds'});
 			for my $c (@c)
 			{
 				$t{attempts}++;
@@ -354,17 +380,18 @@ sub reload_budgets
 	my ($value) = @_;
 	my $gen = write_budgets($value);
 	kill 'HUP', $postmaster_pid;
-	for (1 .. 600)
-	{
+	my $seen;
+	wait_until(sub {
 		my $c = DbpgWire::login(%login, user => 'soak_admin', application_name => 'soak-admin');
 		my $row = $c->{ok}
 		  ? eval { $c->query("SELECT current_setting('soak.generation', true), current_setting('dbpool_guard.budgets')")->[0] }
 		  : undef;
 		$c->close;
-		return $row->[1] if $row && defined $row->[0] && $row->[0] eq $gen;
-		usleep(20_000);
-	}
-	die "reload $gen was not seen\n";
+		$seen = $row->[1] if $row && defined $row->[0] && $row->[0] eq $gen;
+		return defined $seen;
+	});
+	die "reload $gen was not seen\n" unless defined $seen;
+	return $seen;
 }
 
 sub settle_budgets
@@ -378,7 +405,11 @@ sub settle_budgets
 my $t0 = time();
 my $warm = $o{warmup} > 0 ? (phase($o{warmup}, 'warmup', 1))[0] : {};
 settle_budgets($final_value) or die "the final budgets were not applied\n";
-usleep(300_000);
+# the warm-up's sessions are all gone before the counters start again
+wait_until(sub {
+	q1("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'") eq '0'
+	  && q1('SELECT coalesce(sum(connections), 0) FROM dbpool_guard.status') eq '0';
+}) or die "the warm-up's sessions did not leave\n";
 $admin->query('SELECT dbpool_guard.reset_counters()');
 my $pm_start = memory($postmaster_pid);
 my $wk_start = memory($worker_pid);
@@ -389,7 +420,8 @@ info('worker (pid ' . $worker_pid . ') at start: ' . memory_text($wk_start));
 
 $t0 = time();
 my ($tally, $st) = phase($o{cycles}, 'soak', 1);
-my $secs = time() - $t0;
+my $t1 = time();
+my $secs = $t1 - $t0;
 my $ok = $tally->{ok} // 0;
 my $refused = $tally->{refused} // 0;
 my @other = grep { /^other:/ } sort keys %$tally;
@@ -404,19 +436,14 @@ settle_budgets($final_value) or info('the final budgets were not applied');
 # --- checks ---------------------------------------------------------------------------------
 
 print "\n";
-check($ok == $o{cycles}, "the clients made all $o{cycles} login/logout cycles ($ok)");
+check($ok == $o{cycles}, "the clients made all $o{cycles} login/logout cycles ($ok)"
+	  . ($ok < $o{cycles} && time() >= $hard_deadline ? "; stopped at --max-seconds $o{'max-seconds'}" : ''));
 check($refused >= 0.1 * ($tally->{attempts} // 0),
 	"refusals were frequent ($refused of " . ($tally->{attempts} // 0) . ' login attempts)');
 check(!@other, 'the clients saw no outcome but admission and our refusal'
 	  . (@other ? ': ' . join(', ', map { "$_ x$tally->{$_}" } @other) : ''));
 
-my $drained = 0;
-for (1 .. 300)
-{
-	$drained = q1('SELECT coalesce(sum(connections), 0) = 0 FROM dbpool_guard.status') eq 't';
-	last if $drained;
-	usleep(100_000);
-}
+my $drained = wait_until(sub { q1('SELECT coalesce(sum(connections), 0) = 0 FROM dbpool_guard.status') eq 't' });
 my $held = q1('SELECT coalesce(sum(connections), 0) FROM dbpool_guard.status');
 check($drained, "no leaked slot: every bucket is back to 0 (sum of connections $held)");
 check(q1('SELECT count(*) FROM dbpool_guard.sessions') eq '0', 'the sessions view is empty');
@@ -447,19 +474,21 @@ check($invalid == $st->{bad}, "every invalid reload was logged as invalid ($inva
 check($st->{kept} == $st->{good} + $st->{bad},
 	"after each reload the new valid value, or after an invalid one the last valid one, was in force ($st->{kept} of "
 	  . ($st->{good} + $st->{bad}) . ')');
-# Refusal lines: at most one per bucket and second; lines and the counts
-# of refusals they report as not logged add up to no more than all the
+# Refusal lines: at most one per bucket and wall-clock second from the
+# start of the run to its end, both included; lines and the counts of
+# refusals they report as not logged add up to no more than all the
 # refusals since the start (the warm-up's included: a line may report
 # refusals suppressed before the counters were reset).
 my $logged = () = $text =~ /FATAL:  too many connections for service/g;
+my $spanned = POSIX::floor($t1) - POSIX::floor($t0) + 1;
 my $all = do { open(my $fh, '<', $log) or die; local $/; <$fh> };
 my $logged_all = () = $all =~ /FATAL:  too many connections for service/g;
 my $suppressed_all = 0;
 $suppressed_all += $1 while $all =~ /(\d+) similar refusals were not logged/g;
 my $refused_all = $refused + ($warm->{refused} // 0);
-check($logged <= ($secs + 2) * ($services + 1) && $logged_all + $suppressed_all <= $refused_all,
-	sprintf('refusal log lines are rate-limited: %d lines for %d refusals in %.0f s; since the start %d lines + %d reported as not logged <= %d refusals',
-		$logged, $refused, $secs, $logged_all, $suppressed_all, $refused_all));
+check($logged <= $spanned * ($services + 1) && $logged_all + $suppressed_all <= $refused_all,
+	sprintf('refusal log lines are rate-limited: %d lines for %d refusals over %d distinct seconds and %d buckets; since the start %d lines + %d reported as not logged <= %d refusals',
+		$logged, $refused, $spanned, $services + 1, $logged_all, $suppressed_all, $refused_all));
 
 my $pm_growth = ($pm_end->{RssAnon} // 0) - ($pm_start->{RssAnon} // 0);
 my $wk_growth = ($wk_end->{RssAnon} // 0) - ($wk_start->{RssAnon} // 0);

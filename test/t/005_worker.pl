@@ -31,9 +31,10 @@ my $available = 37;
 # --- the configuration line at start ---------------------------------------------
 
 ok(wait_new_worker($node), 'the worker runs');
-ok( $node->log_contains(
-		qr/LOG:  dbpool_guard: mode "enforce", (?:service key "application_name", )?3 budgets \(total 15 of $available available connections\), default threshold 0\.85, warning threshold 0\.75, (?:\d+ services bound to roles, )?exempt roles: none/
-	),
+# (it shows in pg_stat_activity before it writes that line)
+ok( log_wait($node,
+		qr/LOG:  dbpool_guard: mode "enforce", (?:service key "application_name", )?3 budgets \(total 15 of $available available connections\), default threshold 0\.85, warning threshold 0\.75, (?:\d+ services bound to roles, )?exempt roles: none/,
+		0),
 	'start: one line sums up the configuration');
 
 # --- per-state counts ------------------------------------------------------------------
@@ -202,8 +203,8 @@ ok(wait_count($node, 'e', 0), 'released');
 
 # --- SIGSTOP: a stopped worker blocks no login -----------------------------------------
 
-$wpid = worker_pid($node);
-kill 'STOP', $wpid;
+# stopped between two samples (DbpgTest::stop_worker)
+$wpid = stop_worker($node);
 $stopped_worker = $wpid;
 set_conf($node, 'dbpool_guard.budgets' => "$budgets, late=1\@1.0");
 $e = eval { hold($node, 'e') };

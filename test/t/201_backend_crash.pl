@@ -64,12 +64,12 @@ my @storm = map { DbpgWire::start(login_params(application_name => 'crash')) } 1
 my $victim;
 for my $c (@storm)
 {
-	$c->wait_ready(60);
+	$c->wait_ready;
 	if ($c->{ok}) { $victim = $c; last; }
 }
 ok(defined $victim, 'a storm login is admitted');
 kill 'KILL', $victim->{pid};
-$_->wait_ready(60) for @storm;
+$_->wait_ready for @storm;
 my %outcome;
 $outcome{ $_->{ok} ? 'ok' : $_->is_refusal ? 'refused' : "other:$_->{error}{C}" }++ for @storm;
 note('storm outcomes: ' . join(' ', map { "$_=$outcome{$_}" } sort keys %outcome));

@@ -99,6 +99,11 @@ for my $b (@bad)
 	is(probe(), 'refused ok', "$what: \"a\" is still enforced and the exemption still holds");
 }
 
+# before stopping the load: it was refused at times (however slowly it
+# ran next to the reloads)
+ok( $node->poll_query_until('postgres',
+		"SELECT sum(rejected_total) > 0 FROM dbpool_guard.status WHERE service IN ('b', '*')"),
+	'the counters saw the background load refused');
 my $tally = $loader->stop;
 note('background load: ' . join(' ', map { "$_=$tally->{$_}" } sort keys %$tally));
 is(join(' ', grep { /^other/ } sort keys %$tally), '',

@@ -86,7 +86,7 @@ for my $round (1 .. 2)
 		}
 	}
 }
-my @c = DbpgWire::storm(\@list, timeout => 60);
+my @c = DbpgWire::storm(\@list);
 my %bad;
 for my $i (0 .. $#c)
 {

@@ -16,6 +16,7 @@ use lib "$FindBin::RealBin/../soak";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 use DbpgTest;
 use DbpgWire;
 
@@ -49,8 +50,7 @@ sub storm_as
 					application_name => $app
 				}
 			} 1 .. $n
-		],
-		timeout => 60);
+		]);
 	my ($ok, $refused, $other, @held) = (0, 0, 0);
 	for my $c (@c)
 	{
@@ -83,7 +83,9 @@ sub slots
 # --- 1. A foreign role claims the bound service: counted in "*" ------------------
 
 my $offset = -s $node->logfile;
+my $t0 = time();
 my ($adm, $ref, $oth, $h_intr) = storm_as('intruder', 'auth-service', 20);
+my $t1 = time();
 is($adm, 4, 'spoofing storm: exactly the "*" cap (4) admitted');
 is($ref, 16, 'spoofing storm: the other 16 refused with our message');
 is($oth, 0, 'spoofing storm: no other outcome');
@@ -119,8 +121,10 @@ is( scalar_q(
 my $log = slurp_file($node->logfile, $offset);
 my $claims = count_lines($log,
 	qr/role "intruder" claimed service "auth-service" without being bound to it/);
-ok($claims >= 1 && $claims <= 3,
-	"claims are logged, rate-limited ($claims lines for 20 claims)");
+# at most one line per wall-clock second that the spoofing storm touched
+my $spanned = seconds_spanned($t0, $t1);
+ok($claims >= 1 && $claims <= $spanned,
+	"claims are logged, rate-limited ($claims lines for 20 claims over $spanned distinct seconds)");
 like($log, qr/counted in the shared budget "\*"/,
 	'the claim log line says where the session is counted');
 unlike($log, qr/role "auth_(?:member|role)" claimed/,

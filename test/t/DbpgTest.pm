@@ -3,6 +3,14 @@
 # Every test connects its counted sessions as the ordinary role "app":
 # the test harness itself connects as the bootstrap superuser, which
 # dbpool_guard never counts, so polling never disturbs a bucket.
+#
+# Timing rule for every test: no assertion depends on the machine's
+# speed or on when the worker happens to sample.  Wait for the state you
+# assert (poll the view, wait for a log line), with the generous upper
+# bound $DbpgTest::TIMEOUT (PostgreSQL::Test::Utils::timeout_default,
+# 180 s unless PG_TEST_TIMEOUT_DEFAULT says otherwise): the waits return
+# as soon as the state is reached.  A bound on rate-limited log lines is
+# derived from the seconds a run actually spanned (seconds_spanned).
 
 package DbpgTest;
 
@@ -21,8 +29,12 @@ use Test::More;
 our @EXPORT = qw(
   guard_node conn hold hold_fails quit_all set_conf scalar_q
   status_of wait_count wait_samples worker_pid wait_new_worker
-  storm count_lines log_wait raw_login
+  storm count_lines log_wait raw_login process_stopped seconds_spanned
+  stop_worker
 );
+
+# The upper bound of every wait (seconds); waits end as soon as they can.
+our $TIMEOUT = $PostgreSQL::Test::Utils::timeout_default;
 
 # Where a refusal is told apart from PostgreSQL's own "too many clients".
 our $REFUSAL = qr/FATAL:  too many connections for service "([^"]*)"/;
@@ -88,7 +100,7 @@ sub hold
 	local $ENV{PGAPPNAME} = $app;
 	local $ENV{PGUSER} = $user;
 	local $ENV{PGOPTIONS} = $p{options} if defined $p{options};
-	local $ENV{PGCONNECT_TIMEOUT} = 30;
+	local $ENV{PGCONNECT_TIMEOUT} = $TIMEOUT;
 	my $dbname = $p{dbname} // 'postgres';
 	my %extra;
 	$extra{replication} = $p{replication} if defined $p{replication};
@@ -106,7 +118,7 @@ sub hold_fails
 	# no SQL on stdin: psql may exit before IPC::Run writes it (EPIPE)
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres', undef,
-		connstr => conn($node, connect_timeout => 30, %p),
+		connstr => conn($node, connect_timeout => $TIMEOUT, %p),
 		extra_params => ['-w']);
 	return $ret == 0 ? '' : $stderr;
 }
@@ -253,6 +265,68 @@ sub log_wait
 	return eval { $node->wait_for_log($re, $offset); 1 } ? 1 : 0;
 }
 
+# Wait until /proc shows the process stopped: state T (stopped by a
+# signal) or t (tracing stop; some kernels show a SIGSTOPped process so).
+# False when it is gone or not stopped within $TIMEOUT seconds.
+sub process_stopped
+{
+	my ($pid) = @_;
+	my $deadline = time() + $TIMEOUT;
+	while (1)
+	{
+		open(my $fh, '<', "/proc/$pid/stat") or return 0;
+		my $stat = <$fh> // '';
+		close $fh;
+		# the command name may hold spaces and parentheses: the state
+		# follows the last ")"
+		return 1 if $stat =~ /\) ([tT]) [^)]*\z/;
+		return 0 if time() > $deadline;
+		usleep(20_000);
+	}
+}
+
+# SIGSTOP the worker while it sleeps between two samples, and return its
+# pid.  A worker stopped in the middle of a sample would hold the bucket
+# table's lock (in shared mode) until SIGCONT, and a login that inserts a
+# bucket would wait for it: the tests that stop the worker prove that
+# logins do not wait for the worker's schedule, not that a lock holder
+# may be frozen.  So: stop it, and if pg_stat_activity does not show it
+# in its sleep (wait_event_type "Extension"), let it go on and try again.
+# The caller sends SIGCONT.
+sub stop_worker
+{
+	my ($node) = @_;
+	my $deadline = time() + $TIMEOUT;
+	while (time() < $deadline)
+	{
+		my $pid = worker_pid($node);
+		croak 'the worker does not run' unless $pid =~ /^\d+$/;
+		kill 'STOP', $pid;
+		if (!process_stopped($pid))
+		{
+			kill 'CONT', $pid;
+			croak "worker $pid did not stop";
+		}
+		my $where = scalar_q($node,
+			"SELECT coalesce(wait_event_type, 'none') FROM pg_stat_activity WHERE pid = $pid");
+		return $pid if $where eq 'Extension';
+		kill 'CONT', $pid;
+		usleep(10_000);
+	}
+	croak 'the worker was never stopped in its sleep';
+}
+
+# The number of distinct wall-clock seconds from $t0 to $t1 (Unix times,
+# Time::HiRes::time), both included: how many lines a limiter that logs
+# at most once per wall-clock second can write in between.  Take $t0
+# before the first attempt and $t1 after the last answer, so that every
+# event lies in between: a run of 1.2 s may touch 3 distinct seconds.
+sub seconds_spanned
+{
+	my ($t0, $t1) = @_;
+	return POSIX::floor($t1) - POSIX::floor($t0) + 1;
+}
+
 # How many lines of $text match $re.
 sub count_lines
 {
@@ -271,9 +345,10 @@ sub count_lines
 # by $p{held_sql} (a query counting the admitted clients that reached
 # their blocking point), i.e. once the storm has fully resolved.  The
 # returned object has refused => [stderr of each client that exited],
-# holding => count, seconds => duration; call ->{finish}->() after
-# releasing the blocked clients to reap them: it returns the number of
-# clients that exited with status 0.
+# holding => count, seconds => duration, t0 and t1 => the times of the
+# start signal and of the resolution (every refusal lies in between);
+# call ->{finish}->() after releasing the blocked clients to reap them:
+# it returns the number of clients that exited with status 0.
 sub storm
 {
 	my ($node, %p) = @_;
@@ -283,7 +358,7 @@ sub storm
 	my $connstr = conn($node,
 		app => $p{app},
 		user => $p{user} // 'app',
-		connect_timeout => 60);
+		connect_timeout => $TIMEOUT);
 	my (%kids, %status);
 
 	pipe(my $gate_r, my $gate_w) or croak "pipe: $!";
@@ -299,7 +374,7 @@ sub storm
 			open(STDOUT, '>', "$dir/out.$i");
 			open(STDERR, '>', "$dir/err.$i");
 			# the statement_timeout only guards against a hung test
-			$ENV{PGOPTIONS} = '-c statement_timeout=120s';
+			$ENV{PGOPTIONS} = '-c statement_timeout=' . (2 * $TIMEOUT) . 's';
 			exec($psql, '-XAtqw', '-v', 'ON_ERROR_STOP=1',
 				'-d', $connstr, '-c', $p{sql})
 			  or POSIX::_exit(127);    # never run the parent's END blocks
@@ -321,7 +396,7 @@ sub storm
 	};
 
 	my $holding = 0;
-	my $deadline = time() + 120;
+	my $deadline = time() + $TIMEOUT;
 	while (1)
 	{
 		$reap->();
@@ -336,7 +411,8 @@ sub storm
 		}
 		usleep(50_000);
 	}
-	my $seconds = time() - $t0;
+	my $t1 = time();
+	my $seconds = $t1 - $t0;
 
 	my @refused;
 	for my $i (sort { $a <=> $b } keys %status)
@@ -347,7 +423,7 @@ sub storm
 
 	my $finish = sub {
 		my $ok = 0;
-		my $deadline = time() + 120;
+		my $deadline = time() + $TIMEOUT;
 		while (1)
 		{
 			$reap->();
@@ -372,6 +448,8 @@ sub storm
 		exited_early => scalar(keys %early),
 		holding => $holding,
 		seconds => $seconds,
+		t0 => $t0,
+		t1 => $t1,
 		finish => $finish,
 	};
 }
