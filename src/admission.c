@@ -115,17 +115,33 @@ note_peak(DbpgBucket *b, uint32 now_in_use)
 }
 
 /*
+ * Claim the wall-clock second of now in *slot: true for exactly one caller
+ * per second.  The slot only moves forward, so a backend whose now is
+ * older (it waited, or was descheduled) cannot open a second again.
+ */
+static bool
+claim_log_second(pg_atomic_uint64 *slot, TimestampTz now)
+{
+	uint64		second = (uint64) (now / USECS_PER_SEC);
+	uint64		last = pg_atomic_read_u64(slot);
+
+	while (second > last)
+	{
+		if (pg_atomic_compare_exchange_u64(slot, &last, second))
+			return true;
+		/* a failed exchange refreshed last */
+	}
+	return false;
+}
+
+/*
  * May this refusal be written to the server log?  One line per service
  * per second; the others are counted and reported with the next line.
  */
 static bool
 refusal_log_allowed(DbpgBucket *b, TimestampTz now, uint32 *suppressed)
 {
-	uint64		second = (uint64) (now / USECS_PER_SEC);
-	uint64		last = pg_atomic_read_u64(&b->log_second);
-
-	if (second != last &&
-		pg_atomic_compare_exchange_u64(&b->log_second, &last, second))
+	if (claim_log_second(&b->log_second, now))
 	{
 		*suppressed = pg_atomic_exchange_u32(&b->log_suppressed, 0);
 		return true;
@@ -155,18 +171,21 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 	}
 }
 
-/* addr: from client_addr_text(), formatted before the lock is taken */
+/*
+ * addr: from client_addr_text(), formatted before the lock is taken.  The
+ * time is read under the lock, so that the ring is in time order.
+ */
 static void
 record_rejection(Port *port, const char *addr, const char *service,
 				 uint32 connections, int32 budget, bool enforced,
-				 bool misattributed, TimestampTz now)
+				 bool misattributed)
 {
 	DbpgRejection *r;
 
 	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
 	r = &dbpg_shared->ring[dbpg_shared->ring_next % DBPG_RING_SIZE];
 	dbpg_shared->ring_next++;
-	r->at = now;
+	r->at = GetCurrentTimestamp();
 	strlcpy(r->service, service, NAMEDATALEN);
 	namestrcpy(&r->user_name, port->user_name ? port->user_name : "");
 	namestrcpy(&r->database_name,
@@ -226,7 +245,7 @@ refuse(Port *port, DbpgBucket *b, const char *service,
 	pg_atomic_fetch_add_u64(&b->rejected, 1);
 	pg_atomic_write_u64(&b->last_rejected_at, (uint64) now);
 	record_rejection(port, addr, b->name, connections, e->budget, true,
-					 misattributed, now);
+					 misattributed);
 
 	suppress_refusal_log = !refusal_log_allowed(b, now, &suppressed);
 
@@ -271,7 +290,7 @@ note_would_refuse(Port *port, DbpgBucket *b, const char *service,
 	client_addr_text(port, addr, sizeof(addr));
 	pg_atomic_fetch_add_u64(&b->would_reject, 1);
 	record_rejection(port, addr, b->name, connections, e->budget, false,
-					 misattributed, now);
+					 misattributed);
 
 	if (refusal_log_allowed(b, now, &suppressed))
 	{
@@ -356,8 +375,6 @@ note_claim(Port *port, const char *service, const DbpgBudgetEntry *claimed)
 {
 	DbpgBucket *limiter = &dbpg_shared->deflt;
 	TimestampTz now = GetCurrentTimestamp();
-	uint64		second = (uint64) (now / USECS_PER_SEC);
-	uint64		last;
 
 	if (claimed != NULL)
 	{
@@ -371,9 +388,7 @@ note_claim(Port *port, const char *service, const DbpgBudgetEntry *claimed)
 		}
 	}
 
-	last = pg_atomic_read_u64(&limiter->claim_log_second);
-	if (second != last &&
-		pg_atomic_compare_exchange_u64(&limiter->claim_log_second, &last, second))
+	if (claim_log_second(&limiter->claim_log_second, now))
 	{
 		uint32		suppressed = pg_atomic_exchange_u32(&limiter->claim_log_suppressed, 0);
 		char		addr[64];
