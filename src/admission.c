@@ -173,20 +173,26 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 
 /*
  * addr: from client_addr_text(), formatted before the lock is taken.  The
- * time is read under the lock, so that the ring is in time order.
+ * time is read under the lock, so that the ring is in time order; an
+ * enforced refusal sets the bucket's last_rejected_at there too, so that
+ * it is always the newest refusal's time in the ring.
  */
 static void
-record_rejection(Port *port, const char *addr, const char *service,
+record_rejection(Port *port, const char *addr, DbpgBucket *b,
 				 uint32 connections, int32 budget, bool enforced,
 				 bool misattributed)
 {
 	DbpgRejection *r;
+	TimestampTz at;
 
 	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
 	r = &dbpg_shared->ring[dbpg_shared->ring_next % DBPG_RING_SIZE];
 	dbpg_shared->ring_next++;
-	r->at = GetCurrentTimestamp();
-	strlcpy(r->service, service, NAMEDATALEN);
+	at = GetCurrentTimestamp();
+	if (enforced)
+		pg_atomic_write_u64(&b->last_rejected_at, (uint64) at);
+	r->at = at;
+	strlcpy(r->service, b->name, NAMEDATALEN);
 	namestrcpy(&r->user_name, port->user_name ? port->user_name : "");
 	namestrcpy(&r->database_name,
 			   port->database_name ? port->database_name : "");
@@ -243,8 +249,7 @@ refuse(Port *port, DbpgBucket *b, const char *service,
 
 	client_addr_text(port, addr, sizeof(addr));
 	pg_atomic_fetch_add_u64(&b->rejected, 1);
-	pg_atomic_write_u64(&b->last_rejected_at, (uint64) now);
-	record_rejection(port, addr, b->name, connections, e->budget, true,
+	record_rejection(port, addr, b, connections, e->budget, true,
 					 misattributed);
 
 	suppress_refusal_log = !refusal_log_allowed(b, now, &suppressed);
@@ -289,7 +294,7 @@ note_would_refuse(Port *port, DbpgBucket *b, const char *service,
 
 	client_addr_text(port, addr, sizeof(addr));
 	pg_atomic_fetch_add_u64(&b->would_reject, 1);
-	record_rejection(port, addr, b->name, connections, e->budget, false,
+	record_rejection(port, addr, b, connections, e->budget, false,
 					 misattributed);
 
 	if (refusal_log_allowed(b, now, &suppressed))
