@@ -45,6 +45,9 @@ static bool release_registered = false;
 /* Set just before a refusal whose server log line is to be suppressed. */
 static bool suppress_refusal_log = false;
 
+/* While set, messages below WARNING go nowhere (dbpool_guard.c). */
+bool		dbpg_quiet_messages = false;
+
 int32
 dbpg_entry_threshold(const DbpgBudgetEntry *e)
 {
@@ -117,7 +120,8 @@ note_peak(DbpgBucket *b, uint32 now_in_use)
 /*
  * Claim the wall-clock second of now in *slot: true for exactly one caller
  * per second.  The slot only moves forward, so a backend whose now is
- * older (it waited, or was descheduled) cannot open a second again.
+ * older (it waited, or was descheduled) cannot open a second again; only
+ * a clock stepped back by more than a minute moves it back.
  */
 static bool
 claim_log_second(pg_atomic_uint64 *slot, TimestampTz now)
@@ -125,7 +129,8 @@ claim_log_second(pg_atomic_uint64 *slot, TimestampTz now)
 	uint64		second = (uint64) (now / USECS_PER_SEC);
 	uint64		last = pg_atomic_read_u64(slot);
 
-	while (second > last)
+	/* forward; or back by more than a minute: the clock was stepped back */
+	while (second > last || second + 60 < last)
 	{
 		if (pg_atomic_compare_exchange_u64(slot, &last, second))
 			return true;
@@ -204,10 +209,19 @@ record_rejection(Port *port, const char *addr, DbpgBucket *b,
 	LWLockRelease(dbpg_shared->ring_lock);
 }
 
-/* Hide suppressed refusals from the server log; the client still gets them. */
+/*
+ * Hide suppressed refusals from the server log (the client still gets
+ * them), and the messages of a configuration file read for
+ * dbpg_configured_budgets_invalid() from both.
+ */
 static void
 dbpg_emit_log(ErrorData *edata)
 {
+	if (dbpg_quiet_messages && edata->elevel < WARNING)
+	{
+		edata->output_to_server = false;
+		edata->output_to_client = false;
+	}
 	if (suppress_refusal_log && edata->elevel == FATAL &&
 		edata->sqlerrcode == ERRCODE_TOO_MANY_CONNECTIONS)
 	{

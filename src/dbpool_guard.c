@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "compat.h"
 #include "dbpool_guard.h"
@@ -87,6 +88,8 @@ check_budgets(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+static bool configured_budgets_invalid(void);
+
 static void
 assign_budgets(const char *newval, void *extra)
 {
@@ -99,9 +102,38 @@ assign_budgets(const char *newval, void *extra)
  * dbpool_guard.budgets to a value that the check hook rejects?  Read
  * afresh at each call, as pg_file_settings does.  false when the files
  * do not set it or cannot be parsed (the server then keeps every value).
+ *
+ * The parser leaves memory behind (the names of an include_dir), so it
+ * runs in a context of its own, deleted after; and it may say things
+ * (a missing include_if_exists file, at LOG; a syntax error), which a
+ * monitoring call must neither log at each call nor show its caller.
  */
 bool
 dbpg_configured_budgets_invalid(void)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "dbpool_guard configuration files",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		invalid = false;
+
+	dbpg_quiet_messages = true;
+	PG_TRY();
+	{
+		invalid = configured_budgets_invalid();
+	}
+	PG_FINALLY();
+	{
+		dbpg_quiet_messages = false;
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+	}
+	PG_END_TRY();
+	return invalid;
+}
+
+static bool
+configured_budgets_invalid(void)
 {
 	ConfigVariable *head = NULL;
 	ConfigVariable *tail = NULL;
@@ -128,10 +160,8 @@ dbpg_configured_budgets_invalid(void)
 			invalid = !dbpg_budgets_parse(value, dbpg_max_services,
 										  MaxConnections, tmp, why,
 										  sizeof(why));
-			pfree(tmp);
 		}
 	}
-	FreeConfigVariables(head);
 	return invalid;
 }
 

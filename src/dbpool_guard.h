@@ -157,6 +157,9 @@ extern int32 dbpg_threshold_ppm;
 
 extern bool dbpg_configured_budgets_invalid(void);
 
+/* admission.c: while set, messages below WARNING are not emitted */
+extern bool dbpg_quiet_messages;
+
 /* shmem.c */
 extern DbpgShared *dbpg_shared;
 extern HTAB *dbpg_hash;

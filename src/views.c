@@ -507,7 +507,7 @@ dbpool_guard_enforcement_1_4(PG_FUNCTION_ARGS)
 	else if (!have_budgets && dbpg_configured_budgets_invalid())
 	{
 		reason = "budgets_rejected";
-		detail = "The value of \"dbpool_guard.budgets\" in the configuration was rejected, so no budgets are in force; the server log says why.";
+		detail = "The configuration files set \"dbpool_guard.budgets\" to a value that is rejected, and no budgets are in force; the server log of the last start or reload says why.";
 	}
 	else if (!have_budgets)
 	{

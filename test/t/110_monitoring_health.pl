@@ -313,6 +313,24 @@ $h = enforcement_is($bad, 1, 'enforced', 'budgets fixed and reloaded');
 is($h->{status}, 'ok', 'budgets fixed and reloaded: status ok');
 is_deeply([ map { $_->{name} } @{ $h->{services} } ],
 	[ 'feed', 'search', '*' ], '... with the fixed budgets');
+
+# enforcement() reads the configuration files at each call: it must not
+# log (a missing include_if_exists file is reported at LOG by the parser)
+# nor send its caller anything, however often a probe calls it
+$bad->append_conf('postgresql.conf',
+	"include_if_exists = 'dbpg_missing.conf'\ndbpool_guard.budgets = ''\n");
+set_conf($bad);
+my $probe = $bad->safe_psql(
+	'postgres', q{
+	SET client_min_messages = debug5;
+	SELECT reason FROM dbpool_guard.enforcement();
+	SELECT reason FROM dbpool_guard.enforcement();
+	SELECT pg_backend_pid();});
+my ($r1, $r2, $ppid) = split /\n/, $probe;
+is("$r1 $r2", 'no_budgets no_budgets', 'budgets emptied: no_budgets');
+my @noise = grep { /\[$ppid\] .*(?:skipping missing configuration file|dbpg_missing)/ }
+  split /\n/, slurp_file($bad->logfile);
+is(scalar(@noise), 0, 'reading the configuration files for enforcement() logs nothing');
 $bad->stop;
 
 done_testing();
