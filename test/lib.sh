@@ -206,3 +206,83 @@ dbpg_make_var()
 		make -s --no-print-directory -C "$DBPG_ROOT" -f Makefile -f - \
 			PG_CONFIG="$PG_CONFIG" dbpg-print-var
 }
+
+# ------------------------------------------------------------------------
+# Counting, shared by run-tests.sh and run-long.sh.  A script sets
+# PASSED=0 FAILED=0 FAILED_NAMES=() SUMMARY_DONE=0 WORKDIR= and calls
+# `trap 'dbpg_on_exit NAME' EXIT`; its last line is then always
+# "N passed, N failed", whatever way it ends.
+
+# The closing lines: what failed, where the kept tree is, the counts.
+dbpg_summary()
+{
+	echo
+	if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
+		echo "Failed: ${FAILED_NAMES[*]}"
+	fi
+	if [ -n "$WORKDIR" ] && [ -d "$WORKDIR" ]; then
+		echo "Test tree kept in $WORKDIR"
+	fi
+	echo "$PASSED passed, $FAILED failed"
+	SUMMARY_DONE=1
+}
+
+# EXIT trap: an early exit with nothing counted as failed still counts one
+# failure ($1, the script's name), then the summary.
+dbpg_on_exit()
+{
+	local rc=$?
+	if [ "$SUMMARY_DONE" = 0 ]; then
+		if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
+			FAILED=1
+			FAILED_NAMES+=("$1(exit $rc)")
+		fi
+		dbpg_summary
+	fi
+}
+
+# One failed step, by name.
+dbpg_fail_step()
+{
+	FAILED=$((FAILED + 1))
+	FAILED_NAMES+=("$1")
+}
+
+# dbpg_run_logged SECONDS LOG COMMAND...: COMMAND as the test user in
+# $WORKDIR, killed after SECONDS, its output shown and saved in LOG.
+dbpg_run_logged()
+{
+	local secs=$1 log=$2
+	shift 2
+	local rc=0
+	dbpg_as_test_user_in "$WORKDIR" \
+		timeout --kill-after=30 "$secs" "$@" </dev/null 2>&1 |
+		tee "$log" || rc=$?
+	return "$rc"
+}
+
+# dbpg_count_suite NAME LOG RC: add the counts of a part that ends with its
+# own "N passed, N failed" line (one pass, or one failure, when it prints
+# none), and a failure when it exited non-zero with nothing failed.
+dbpg_count_suite()
+{
+	local name=$1 log=$2 rc=$3 line p f
+	line=$(grep -E '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1 || true)
+	if [ -n "$line" ]; then
+		p=$(echo "$line" | sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed.*/\2/')
+		f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+	elif [ "$rc" -eq 0 ]; then
+		p=1 f=0
+	else
+		p=0 f=0
+	fi
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	if [ "$f" -gt 0 ]; then
+		FAILED_NAMES+=("$name(exit $rc)")
+	fi
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	dbpg_note "$name: $p passed, $f failed"
+}

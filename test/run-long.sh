@@ -72,80 +72,17 @@ want()
 	return 1
 }
 
-summary()
-{
-	echo
-	if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
-		echo "Failed: ${FAILED_NAMES[*]}"
-	fi
-	if [ -n "$WORKDIR" ] && [ -d "$WORKDIR" ]; then
-		echo "Test tree kept in $WORKDIR"
-	fi
-	echo "$PASSED passed, $FAILED failed"
-	SUMMARY_DONE=1
-}
-
-on_exit()
-{
-	local rc=$?
-	if [ "$SUMMARY_DONE" = 0 ]; then
-		if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
-			FAILED=1
-			FAILED_NAMES+=("run-long.sh(exit $rc)")
-		fi
-		summary
-	fi
-}
-trap on_exit EXIT
-
-# Run a command as the test user in $WORKDIR, bounded in time, its output
-# shown and saved in $1.
-run_logged()
-{
-	local log=$1
-	shift
-	local rc=0
-	dbpg_as_test_user_in "$WORKDIR" \
-		timeout --kill-after=30 "$DBPG_LONG_TIMEOUT" "$@" </dev/null 2>&1 |
-		tee "$log" || rc=$?
-	return "$rc"
-}
-
-# Count a part that ends with its own "N passed, N failed" line.
-count_part()
-{
-	local name=$1 log=$2 rc=$3 line p f
-	line=$(grep -E '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1 || true)
-	if [ -n "$line" ]; then
-		p=$(echo "$line" | sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed.*/\2/')
-		f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-	elif [ "$rc" -eq 0 ]; then
-		p=1 f=0
-	else
-		p=0 f=0
-	fi
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		f=1
-	fi
-	if [ "$f" -gt 0 ]; then
-		FAILED_NAMES+=("$name(exit $rc)")
-	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	dbpg_note "$name: $p passed, $f failed"
-}
+trap 'dbpg_on_exit run-long.sh' EXIT
 
 # ---------------------------------------------------------------- prepare
 
 if ! dbpg_install_packages; then
-	FAILED=$((FAILED + 1))
-	FAILED_NAMES+=(packages)
+	dbpg_fail_step packages
 	exit 1
 fi
 dbpg_resolve_pg_config
 if ! dbpg_build_and_install; then
-	FAILED=$((FAILED + 1))
-	FAILED_NAMES+=(build)
+	dbpg_fail_step build
 	exit 1
 fi
 dbpg_setup_test_user
@@ -160,7 +97,7 @@ dbpg_say "Long suite (${parts[*]}) in $WORKDIR as user $DBPG_RUN_USER"
 if want tap; then
 	dbpg_say "TAP, long variants: $LONG_TAP_FILES (DBPG_SPOOF_NAMES=$SPOOF_NAMES DBPG_WORKER_KILLS=$WORKER_KILLS)"
 	rc=0
-	run_logged "$LOGDIR/tap.log" env DBPG_SPOOF_NAMES="$SPOOF_NAMES" \
+	dbpg_run_logged "$DBPG_LONG_TIMEOUT" "$LOGDIR/tap.log" env DBPG_SPOOF_NAMES="$SPOOF_NAMES" \
 		DBPG_WORKER_KILLS="$WORKER_KILLS" \
 		make --no-print-directory installcheck REGRESS= ISOLATION= \
 		PROVE_TESTS="$LONG_TAP_FILES" || rc=$?
@@ -195,8 +132,8 @@ fi
 if want soak; then
 	dbpg_say "Soak: test/soak/run-soak.sh --long"
 	rc=0
-	run_logged "$LOGDIR/soak.log" bash test/soak/run-soak.sh --long || rc=$?
-	count_part soak "$LOGDIR/soak.log" "$rc"
+	dbpg_run_logged "$DBPG_LONG_TIMEOUT" "$LOGDIR/soak.log" bash test/soak/run-soak.sh --long || rc=$?
+	dbpg_count_suite soak "$LOGDIR/soak.log" "$rc"
 fi
 
 # ---------------------------------------------------------------- fuzz
@@ -204,8 +141,8 @@ fi
 if want fuzz; then
 	dbpg_say "Fuzzing: test/fuzz/run-fuzz.sh $FUZZ_SECONDS"
 	rc=0
-	run_logged "$LOGDIR/fuzz.log" bash test/fuzz/run-fuzz.sh "$FUZZ_SECONDS" || rc=$?
-	count_part fuzz "$LOGDIR/fuzz.log" "$rc"
+	dbpg_run_logged "$DBPG_LONG_TIMEOUT" "$LOGDIR/fuzz.log" bash test/fuzz/run-fuzz.sh "$FUZZ_SECONDS" || rc=$?
+	dbpg_count_suite fuzz "$LOGDIR/fuzz.log" "$rc"
 fi
 
 # ---------------------------------------------------------------- report
@@ -214,5 +151,5 @@ if [ "$FAILED" -eq 0 ] && [ "${DBPG_KEEP_TMP:-0}" != 1 ]; then
 	rm -rf "$WORKDIR"
 	WORKDIR=
 fi
-summary
+dbpg_summary
 [ "$FAILED" -eq 0 ]

@@ -51,49 +51,13 @@ WORKDIR=
 LOGDIR=
 FAILED_TAP=()
 
-summary()
-{
-	echo
-	if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
-		echo "Failed: ${FAILED_NAMES[*]}"
-	fi
-	if [ -n "$WORKDIR" ] && [ -d "$WORKDIR" ]; then
-		echo "Test tree kept in $WORKDIR"
-	fi
-	echo "$PASSED passed, $FAILED failed"
-	SUMMARY_DONE=1
-}
+trap 'dbpg_on_exit run-tests.sh' EXIT
 
-on_exit()
-{
-	local rc=$?
-	if [ "$SUMMARY_DONE" = 0 ]; then
-		if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
-			FAILED=1
-			FAILED_NAMES+=("run-tests.sh(exit $rc)")
-		fi
-		summary
-	fi
-}
-trap on_exit EXIT
-
-fail_step()
-{
-	FAILED=$((FAILED + 1))
-	FAILED_NAMES+=("$1")
-}
-
-# Run a command as the test user in $WORKDIR, bounded in time, its output
+# A command as the test user in $WORKDIR, bounded in time, its output
 # shown and saved in $1.
 run_logged()
 {
-	local log=$1
-	shift
-	local rc=0
-	dbpg_as_test_user_in "$WORKDIR" \
-		timeout --kill-after=30 "$DBPG_TEST_TIMEOUT" "$@" </dev/null 2>&1 |
-		tee "$log" || rc=$?
-	return "$rc"
+	dbpg_run_logged "$DBPG_TEST_TIMEOUT" "$@"
 }
 
 # The TAP step in a private network namespace (step 3 above): lo up, plus
@@ -149,12 +113,12 @@ is_ci()
 # ---------------------------------------------------------------- prepare
 
 if ! dbpg_install_packages; then
-	fail_step packages
+	dbpg_fail_step packages
 	exit 1
 fi
 dbpg_resolve_pg_config
 if ! dbpg_build_and_install; then
-	fail_step build
+	dbpg_fail_step build
 	exit 1
 fi
 dbpg_setup_test_user
@@ -270,24 +234,7 @@ for suite in "$WORKDIR"/test/suites/*.sh; do
 	log=$LOGDIR/suite-$(basename "$suite" .sh).log
 	rc=0
 	run_logged "$log" env DBPG_TREE="$WORKDIR" CI="${CI:-}" "$suite" || rc=$?
-	line=$(grep -E '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$log" | tail -n 1 || true)
-	if [ -n "$line" ]; then
-		p=$(echo "$line" | sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed.*/\2/')
-		f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-	elif [ "$rc" -eq 0 ]; then
-		p=1 f=0
-	else
-		p=0 f=0
-	fi
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		f=1
-	fi
-	if [ "$f" -gt 0 ]; then
-		FAILED_NAMES+=("$name(exit $rc)")
-	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	dbpg_note "$name: $p passed, $f failed"
+	dbpg_count_suite "$name" "$log" "$rc"
 done
 
 # ---------------------------------------------------------------- report
@@ -332,5 +279,5 @@ if [ "$FAILED" -eq 0 ] && [ "${DBPG_KEEP_TMP:-0}" != 1 ]; then
 	rm -rf "$WORKDIR"
 	WORKDIR=
 fi
-summary
+dbpg_summary
 [ "$FAILED" -eq 0 ]
