@@ -286,3 +286,23 @@ dbpg_count_suite()
 	FAILED=$((FAILED + f))
 	dbpg_note "$name: $p passed, $f failed"
 }
+
+# The common start of run-tests.sh and run-long.sh: the Debian packages,
+# build and install, the test user, and a copy of the tree in a new
+# directory named after $1, owned by that user, in WORKDIR.  A failed
+# step is counted and ends the script (the EXIT trap prints the summary).
+dbpg_prepare()
+{
+	if ! dbpg_install_packages; then
+		dbpg_fail_step packages
+		exit 1
+	fi
+	dbpg_resolve_pg_config
+	if ! dbpg_build_and_install; then
+		dbpg_fail_step build
+		exit 1
+	fi
+	dbpg_setup_test_user
+	WORKDIR=$(dbpg_mktemp_dir "$1")
+	dbpg_copy_tree "$WORKDIR"
+}

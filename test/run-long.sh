@@ -76,19 +76,8 @@ trap 'dbpg_on_exit run-long.sh' EXIT
 
 # ---------------------------------------------------------------- prepare
 
-if ! dbpg_install_packages; then
-	dbpg_fail_step packages
-	exit 1
-fi
-dbpg_resolve_pg_config
-if ! dbpg_build_and_install; then
-	dbpg_fail_step build
-	exit 1
-fi
-dbpg_setup_test_user
-WORKDIR=$(dbpg_mktemp_dir dbpool_guard-long)
+dbpg_prepare dbpool_guard-long
 LOGDIR=$WORKDIR/run-long-logs
-dbpg_copy_tree "$WORKDIR"
 mkdir -p "$LOGDIR"
 dbpg_say "Long suite (${parts[*]}) in $WORKDIR as user $DBPG_RUN_USER"
 

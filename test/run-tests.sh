@@ -112,19 +112,8 @@ is_ci()
 
 # ---------------------------------------------------------------- prepare
 
-if ! dbpg_install_packages; then
-	dbpg_fail_step packages
-	exit 1
-fi
-dbpg_resolve_pg_config
-if ! dbpg_build_and_install; then
-	dbpg_fail_step build
-	exit 1
-fi
-dbpg_setup_test_user
-WORKDIR=$(dbpg_mktemp_dir dbpool_guard-tests)
+dbpg_prepare dbpool_guard-tests
 LOGDIR=$WORKDIR/run-tests-logs
-dbpg_copy_tree "$WORKDIR"
 mkdir -p "$LOGDIR"
 dbpg_say "Testing in $WORKDIR as user $DBPG_RUN_USER"
 

@@ -42,8 +42,9 @@ $node->append_conf('pg_hba.conf', "host all all fe80::/64 trust\n");
 $node->reload;
 my $port = $node->port;
 
-# A login over TCP with the raw protocol, so that the refusal's SQLSTATE is
-# read as the server sent it.  Returns {ok, pid, sock} or {error => {C, M, ...}}.
+# A login over TCP with the raw protocol (DbpgTest::raw_login_on), so
+# that the refusal's SQLSTATE is read as the server sent it.  Returns
+# {ok, pid, sock} or {error => {C, M, ...}}.
 sub tcp_login
 {
 	my ($host, %params) = @_;
@@ -54,36 +55,11 @@ sub tcp_login
 		Timeout => 30);
 	return { error => { C => 'SOCKET', M => "connect to [$host]:$port: $@" } }
 	  unless $sock;
-	my %p = (user => 'app', database => 'postgres', %params);
-	my $body = pack('N', 196608);
-	$body .= "$_\0$p{$_}\0" for sort keys %p;
-	$body .= "\0";
-	print $sock pack('N', length($body) + 4) . $body;
-	$sock->flush;
-
-	my $pid;
-	while (1)
-	{
-		my ($type, $len, $msg) = ('', '', '');
-		return { error => { C => 'EOF', M => 'connection closed' } }
-		  unless read($sock, $type, 1) == 1 && read($sock, $len, 4) == 4;
-		$len = unpack('N', $len) - 4;
-		read($sock, $msg, $len) if $len > 0;
-		if ($type eq 'E')
-		{
-			my %f = map { substr($_, 0, 1) => substr($_, 1) }
-			  grep { length } split /\0/, $msg;
-			close $sock;
-			return { error => \%f };
-		}
-		if ($type eq 'R' && unpack('N', $msg) != 0)
-		{
-			close $sock;
-			return { error => { C => 'AUTH', M => 'authentication requested' } };
-		}
-		$pid = unpack('N', $msg) if $type eq 'K';
-		return { ok => 1, pid => $pid, sock => $sock } if $type eq 'Z';
-	}
+	my ($s, $pid, $fields) =
+	  raw_login_on($sock, user => 'app', database => 'postgres', %params);
+	return { ok => 1, pid => $pid, sock => $s } if defined $s;
+	close $sock;
+	return { error => $fields };
 }
 
 sub tcp_close
