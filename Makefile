@@ -47,3 +47,7 @@ bench:
 	PG_CONFIG=$(PG_CONFIG) bash test/bench/run-bench.sh
 
 .PHONY: bench
+
+# The tests' Perl modules (DbpgTest, DbpgWire, DbpgMonitoring) live in
+# test/perl, on prove's include path.
+PG_PROVE_FLAGS += -I $(srcdir)/test/perl

@@ -49,7 +49,7 @@ use strict;
 use warnings FATAL => 'all';
 
 use FindBin;
-use lib $FindBin::RealBin;
+use lib "$FindBin::RealBin/../perl";
 
 use DbpgWire;
 use File::Temp ();

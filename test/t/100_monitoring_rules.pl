@@ -11,7 +11,6 @@ use strict;
 use warnings FATAL => 'all';
 
 use FindBin;
-use lib "$FindBin::RealBin/../monitoring";
 
 use File::Copy;
 use IPC::Run;

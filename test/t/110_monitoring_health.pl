@@ -13,8 +13,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-use FindBin;
-use lib $FindBin::RealBin;
 
 use JSON::PP;
 use PostgreSQL::Test::Cluster;

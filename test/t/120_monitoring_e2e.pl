@@ -15,8 +15,6 @@ use strict;
 use warnings FATAL => 'all';
 
 use FindBin;
-use lib $FindBin::RealBin;
-use lib "$FindBin::RealBin/../monitoring";
 
 use IPC::Run;
 use JSON::PP;

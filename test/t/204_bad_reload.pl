@@ -8,9 +8,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-use FindBin;
-use lib $FindBin::RealBin;
-use lib "$FindBin::RealBin/../soak";
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;

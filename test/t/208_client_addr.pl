@@ -16,8 +16,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-use FindBin;
-use lib $FindBin::RealBin;
 
 use IO::Socket::IP;
 use Socket qw(SOCK_STREAM);
