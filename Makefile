@@ -20,10 +20,12 @@ OBJS = \
 	src/terminate.o
 
 EXTENSION = dbpool_guard
-DATA = $(wildcard sql/dbpool_guard--*.sql)
+# Relative to $(srcdir), so that builds outside the tree (make -f
+# /src/Makefile VPATH=/src, as Debian's pg_buildext does in build-NN/) find them.
+DATA = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/dbpool_guard--*.sql))
 PGFILEDESC = "dbpool_guard - per-service connection budgets"
 
-REGRESS = setup budgets views privileges health terminate identity enforcement
+REGRESS = setup budgets views privileges health terminate identity enforcement upgrade
 REGRESS_OPTS = --temp-instance=./tmp_regress --temp-config=test/regress.conf
 TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
@@ -41,6 +43,12 @@ include $(PGXS)
 # Every object depends on the shared headers (PGXS tracks no header
 # dependencies unless configured with --enable-depend).
 $(OBJS): src/dbpool_guard.h src/budgets.h src/compat.h
+
+# Outside the tree the objects' directory src/ must be made in the build
+# directory (an absolute name, which make does not look up in VPATH).
+$(OBJS): | $(CURDIR)/src
+$(CURDIR)/src:
+	mkdir -p $@
 
 # Benchmarks: they start their own clusters and never fail on a figure.
 bench:

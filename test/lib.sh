@@ -208,10 +208,24 @@ dbpg_make_var()
 }
 
 # ------------------------------------------------------------------------
-# Counting, shared by run-tests.sh and run-long.sh.  A script sets
-# PASSED=0 FAILED=0 FAILED_NAMES=() SUMMARY_DONE=0 WORKDIR= and calls
-# `trap 'dbpg_on_exit NAME' EXIT`; its last line is then always
-# "N passed, N failed", whatever way it ends.
+# Counting, shared by run-tests.sh and run-long.sh.  A script calls
+# dbpg_start_counts NAME; its last line is then always "N passed, N
+# failed", whatever way it ends.
+
+# Zero counts (PASSED, FAILED, FAILED_NAMES), no work tree yet (WORKDIR,
+# LOGDIR), and the EXIT trap that prints the summary for script NAME.
+dbpg_start_counts()
+{
+	PASSED=0
+	FAILED=0
+	FAILED_NAMES=()
+	SUMMARY_DONE=0
+	WORKDIR=
+	# shellcheck disable=SC2034  # the callers' log directory
+	LOGDIR=
+	# shellcheck disable=SC2064  # NAME is expanded now, on purpose
+	trap "dbpg_on_exit $1" EXIT
+}
 
 # The closing lines: what failed, where the kept tree is, the counts.
 dbpg_summary()
@@ -261,6 +275,24 @@ dbpg_run_logged()
 	return "$rc"
 }
 
+# dbpg_add_counts NAME LABEL P F RC: add P passes and F failures to the
+# totals, and one failure named NAME(exit RC) when RC is non-zero with
+# nothing failed; prints "LABEL: P passed, F failed" and sets STEP_FAILED
+# to the failures counted.
+dbpg_add_counts()
+{
+	local name=$1 label=$2 p=$3 f=$4 rc=$5
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		FAILED_NAMES+=("$name(exit $rc)")
+		f=1
+	fi
+	PASSED=$((PASSED + p))
+	FAILED=$((FAILED + f))
+	# shellcheck disable=SC2034  # read by the callers
+	STEP_FAILED=$f
+	dbpg_note "$label: $p passed, $f failed"
+}
+
 # dbpg_count_suite NAME LOG RC: add the counts of a part that ends with its
 # own "N passed, N failed" line (one pass, or one failure, when it prints
 # none), and a failure when it exited non-zero with nothing failed.
@@ -276,15 +308,10 @@ dbpg_count_suite()
 	else
 		p=0 f=0
 	fi
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		f=1
-	fi
 	if [ "$f" -gt 0 ]; then
 		FAILED_NAMES+=("$name(exit $rc)")
 	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	dbpg_note "$name: $p passed, $f failed"
+	dbpg_add_counts "$name" "$name" "$p" "$f" "$rc"
 }
 
 # The common start of run-tests.sh and run-long.sh: the Debian packages,

@@ -43,13 +43,6 @@ WORKER_KILLS=${DBPG_WORKER_KILLS:-10}
 FUZZ_SECONDS=${DBPG_FUZZ_SECONDS:-900}
 LONG_TAP_FILES="test/t/202_worker_faults.pl test/t/207_spoofing.pl"
 
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-SUMMARY_DONE=0
-WORKDIR=
-LOGDIR=
-
 parts=("$@")
 if [ "${#parts[@]}" -eq 0 ]; then
 	parts=(tap soak fuzz)
@@ -72,7 +65,7 @@ want()
 	return 1
 }
 
-trap 'dbpg_on_exit run-long.sh' EXIT
+dbpg_start_counts run-long.sh
 
 # ---------------------------------------------------------------- prepare
 
@@ -107,13 +100,7 @@ if want tap; then
 			done
 		fi
 	done
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		FAILED_NAMES+=("tap(exit $rc)")
-		f=1
-	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	dbpg_note "TAP (long): $p passed, $f failed"
+	dbpg_add_counts tap 'TAP (long)' "$p" "$f" "$rc"
 fi
 
 # ---------------------------------------------------------------- soak

@@ -43,15 +43,9 @@ set -Eeuo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DBPG_TEST_TIMEOUT=${DBPG_TEST_TIMEOUT:-1200}
-PASSED=0
-FAILED=0
-FAILED_NAMES=()
-SUMMARY_DONE=0
-WORKDIR=
-LOGDIR=
 FAILED_TAP=()
 
-trap 'dbpg_on_exit run-tests.sh' EXIT
+dbpg_start_counts run-tests.sh
 
 # A command as the test user in $WORKDIR, bounded in time, its output
 # shown and saved in $1.
@@ -144,14 +138,8 @@ if [ -n "${REGRESS_TESTS// /}${ISOLATION_TESTS// /}" ]; then
 			f=$((f + 1))
 		fi
 	done
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		FAILED_NAMES+=("regress(exit $rc)")
-		f=1
-	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	REGRESS_FAILED=$f
-	dbpg_note "pg_regress: $p passed, $f failed"
+	dbpg_add_counts regress pg_regress "$p" "$f" "$rc"
+	REGRESS_FAILED=$STEP_FAILED
 else
 	REGRESS_FAILED=0
 	dbpg_say "pg_regress: no REGRESS tests in the Makefile"
@@ -199,14 +187,8 @@ if [ -n "${TAP_FILES// /}" ]; then
 	if [ "$netns_failed" = 1 ] && [ "$f" -eq 0 ]; then
 		f=1
 	fi
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		FAILED_NAMES+=("tap(exit $rc)")
-		f=1
-	fi
-	PASSED=$((PASSED + p))
-	FAILED=$((FAILED + f))
-	TAP_FAILED=$f
-	dbpg_note "TAP: $p passed, $f failed"
+	dbpg_add_counts tap TAP "$p" "$f" "$rc"
+	TAP_FAILED=$STEP_FAILED
 else
 	TAP_FAILED=0
 	dbpg_say "TAP: no test/t/*.pl files"

@@ -26,18 +26,31 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use DbpgWire;
+
 our @EXPORT = qw(
   guard_node conn hold hold_fails quit_all set_conf scalar_q
-  status_of wait_count wait_samples worker_pid wait_new_worker
+  status_of wait_count wait_released wait_samples worker_pid wait_new_worker
   storm count_lines log_wait raw_login raw_login_on process_stopped seconds_spanned
-  stop_worker
+  stop_worker refusal_re wire_params wire_login wire_start wire_storm storm_exact
 );
 
 # The upper bound of every wait (seconds); waits end as soon as they can.
 our $TIMEOUT = $PostgreSQL::Test::Utils::timeout_default;
 
-# Where a refusal is told apart from PostgreSQL's own "too many clients".
-our $REFUSAL = qr/FATAL:  too many connections for service "([^"]*)"/;
+# dbpool_guard's refusal as psql prints it ("FATAL:  too many connections
+# for service ..."), told apart from PostgreSQL's own "too many clients";
+# $1 is the service.  The message itself is spelled once, in DbpgWire.
+our $REFUSAL = refusal_re();
+
+# The same for one service: qr/FATAL:  too many connections for service
+# "$service"$/m, the name matched literally.
+sub refusal_re
+{
+	my ($service) = @_;
+	my $re = DbpgWire::refusal_re($service);
+	return qr/FATAL:  $re/;
+}
 
 # A node with the library preloaded, the extension created and the
 # counted role "app".  %p: conf => extra postgresql.conf text,
@@ -123,11 +136,65 @@ sub hold_fails
 	return $ret == 0 ? '' : $stderr;
 }
 
-# A login over the raw protocol, so that the startup packet carries
-# exactly the given parameters (psql always sends an application_name).
-# Returns (socket, backend pid) once ready for queries, or (undef, the
-# error message as "SEVERITY:  SQLSTATE: message", the error's fields by
-# their one-letter codes).  Close with: print $sock "X\0\0\0\4"; close $sock.
+# Login parameters for DbpgWire (a login over the raw protocol, on the
+# node's Unix socket): user "app", database "postgres", then %p (e.g.
+# application_name, user, dbname, options, params => {...}).
+sub wire_params
+{
+	my ($node, %p) = @_;
+	return (
+		host => $node->host,
+		port => $node->port,
+		user => 'app',
+		dbname => 'postgres',
+		%p);
+}
+
+# DbpgWire::login with wire_params($node, %p): the connection object.
+sub wire_login
+{
+	my ($node, %p) = @_;
+	return DbpgWire::login(wire_params($node, %p));
+}
+
+# $n logins with wire_params($node, %p), started back to back
+# (DbpgWire::start), their answers not read yet: the connection objects,
+# for DbpgWire::wait_all.
+sub wire_start
+{
+	my ($node, $n, %p) = @_;
+	return map { DbpgWire::start(wire_params($node, %p)) } 1 .. $n;
+}
+
+# A storm (DbpgWire::storm) of $n logins with wire_params($node, %p):
+# the connection objects, every login answered.
+sub wire_storm
+{
+	my ($node, $n, %p) = @_;
+	return DbpgWire::wait_all([ wire_start($node, $n, %p) ]);
+}
+
+# Whether a storm's tally (DbpgWire::tally) admitted exactly $cap and
+# dbpool_guard refused all the others; if not, says what happened (diag,
+# after $what).
+sub storm_exact
+{
+	my ($t, $cap, $what) = @_;
+	my $ok = @{ $t->{ok} };
+	my $n = $ok + $t->{refused} + @{ $t->{other} };
+	return 1 if $ok == $cap && $t->{refused} == $n - $cap;
+	diag("$what: $ok admitted, $t->{refused} refused, other: "
+		  . join('; ', @{ $t->{other} }));
+	return 0;
+}
+
+# A login over the raw protocol (DbpgWire), so that the startup packet
+# carries exactly the given parameters (psql always sends an
+# application_name): user (default "app"), database (default "postgres"),
+# application_name, options, and any other startup parameter.  Returns
+# (socket, backend pid) once ready for queries, or (undef, the error
+# message as "SEVERITY:  SQLSTATE: message", the error's fields by their
+# one-letter codes).  Close with: print $sock "X\0\0\0\4"; close $sock.
 sub raw_login
 {
 	my ($node, %params) = @_;
@@ -139,47 +206,39 @@ sub raw_login
 sub raw_login_on
 {
 	my ($sock, %params) = @_;
-	my $body = pack('N', 196608);
-	$body .= "$_\0$params{$_}\0" for sort keys %params;
-	$body .= "\0";
-	print $sock pack('N', length($body) + 4) . $body;
-	$sock->flush;
-
-	my $pid;
-	while (1)
+	my %p = (timeout => $TIMEOUT);
+	for my $k (qw(user application_name options))
 	{
-		my ($type, $len, $msg);
-		return (undef, 'connection closed', { C => 'EOF', M => 'connection closed' })
-		  unless read($sock, $type, 1) == 1 && read($sock, $len, 4) == 4;
-		$len = unpack('N', $len) - 4;
-		$msg = '';
-		read($sock, $msg, $len) if $len > 0;
-		if ($type eq 'E')
-		{
-			my %f = map { substr($_, 0, 1) => substr($_, 1) }
-			  grep { length } split /\0/, $msg;
-			return (undef, "$f{S}:  $f{C}: $f{M}", \%f);
-		}
-		# the tests use trust: a password request would wait forever
-		return (undef, 'authentication requested', { C => 'AUTH', M => 'authentication requested' })
-		  if $type eq 'R' && unpack('N', $msg) != 0;
-		$pid = unpack('N', $msg) if $type eq 'K';
-		return ($sock, $pid) if $type eq 'Z';
+		$p{$k} = delete $params{$k} if exists $params{$k};
 	}
+	$p{dbname} = delete $params{database} if exists $params{database};
+	$p{params} = \%params;
+	my $c = DbpgWire::login_on($sock, %p);
+	if ($c->{ok})
+	{
+		$sock = $c->detach;
+		$sock->blocking(1);
+		return ($sock, $c->{pid});
+	}
+	my $f = $c->{error};
+	return (undef, defined $f->{S} ? "$f->{S}:  $f->{C}: $f->{M}" : $f->{M}, $f);
 }
 
-# Close background sessions, whatever state their psql is in.
+# Close background sessions, whatever state their psql is in, with
+# BackgroundPsql's own methods.  The session's timer ($TIMEOUT, running
+# since the session started) is restarted first (query_until restarts it
+# once set_query_timer_restart is on), so that a session held for longer
+# than that still gets its \q.  A psql that has exited already (its
+# backend ended and psql noticed) makes these calls die on its closed
+# pipes: its connection is gone, which is all this is for.
 sub quit_all
 {
 	for my $s (@_)
 	{
 		next unless defined $s;
-		eval {
-			$s->{run}->pump_nb();
-			$s->{stdin} .= "\\q\n" if $s->{run}->pumpable();
-			$s->{run}->finish;
-			1;
-		} or eval { $s->{run}->kill_kill; };
+		$s->set_query_timer_restart();
+		eval { $s->query_until(qr//, ''); };
+		eval { $s->quit; };
 	}
 	return;
 }
@@ -232,6 +291,14 @@ sub wait_count
 	return $node->poll_query_until('postgres',
 		"SELECT coalesce((SELECT connections FROM dbpool_guard.status WHERE service = '$service'), 0) = $n"
 	);
+}
+
+# Wait until no bucket counts a connection: every slot is back.
+sub wait_released
+{
+	my ($node) = @_;
+	return $node->poll_query_until('postgres',
+		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0');
 }
 
 # Wait for $n more worker samples (sampled_at moves on $n times).
@@ -345,120 +412,72 @@ sub count_lines
 	return scalar grep { /$re/ } split /\n/, $text;
 }
 
-# A login storm: $p{clients} psql processes, started together (they wait
-# on one pipe and are released at once), all logging in with the startup
-# application_name $p{app} as role $p{user} (default "app").  An admitted
-# client runs $p{sql}, which must block until the caller lets it finish
-# (e.g. wait for a lock held by the caller), so that every admitted
-# client still holds its slot when the storm is over.
+# A login storm: $p{clients} logins over the raw protocol (DbpgWire::storm:
+# every startup packet sent back to back, so that the server
+# authenticates them together), all with the startup application_name
+# $p{app} as role $p{user} (default "app").  Each admitted client then
+# runs $p{sql}, which must block until the caller lets it finish (e.g.
+# wait for a lock held by the caller), so that every admitted client
+# still holds its slot when the storm is over.
 #
-# Returns when every client is either gone (refused, or failed) or shown
-# by $p{held_sql} (a query counting the admitted clients that reached
-# their blocking point), i.e. once the storm has fully resolved.  The
-# returned object has refused => [stderr of each client that exited],
-# holding => count, seconds => duration, t0 and t1 => the times of the
-# start signal and of the resolution (every refusal lies in between);
-# call ->{finish}->() after releasing the blocked clients to reap them:
-# it returns the number of clients that exited with status 0.
+# Returns once the storm has fully resolved: every client refused (or
+# failed), or shown by $p{held_sql} (a query counting the admitted
+# clients that reached their blocking point).  The returned object has
+# refused => [the error of each client that did not get in, as psql
+# prints it: "FATAL:  ...\nDETAIL:  ...\nHINT:  ...\n"], exited_early =>
+# their number, holding => the count of $p{held_sql}, seconds =>
+# duration, t0 and t1 => the times of the start and of the resolution
+# (every refusal lies in between); call ->{finish}->() after releasing
+# the blocked clients: it returns the number of admitted clients whose
+# statement succeeded, and closes them.
 sub storm
 {
 	my ($node, %p) = @_;
 	my $n = $p{clients};
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $psql = $node->installed_command('psql');
-	my $connstr = conn($node,
-		app => $p{app},
-		user => $p{user} // 'app',
-		connect_timeout => $TIMEOUT);
-	my (%kids, %status);
 
-	pipe(my $gate_r, my $gate_w) or croak "pipe: $!";
-	for my $i (1 .. $n)
-	{
-		my $pid = fork();
-		croak "fork: $!" unless defined $pid;
-		if ($pid == 0)
-		{
-			close $gate_w;
-			my $buf;
-			sysread($gate_r, $buf, 1);    # returns at EOF: the start signal
-			open(STDOUT, '>', "$dir/out.$i");
-			open(STDERR, '>', "$dir/err.$i");
-			# the statement_timeout only guards against a hung test
-			$ENV{PGOPTIONS} = '-c statement_timeout=' . (2 * $TIMEOUT) . 's';
-			exec($psql, '-XAtqw', '-v', 'ON_ERROR_STOP=1',
-				'-d', $connstr, '-c', $p{sql})
-			  or POSIX::_exit(127);    # never run the parent's END blocks
-		}
-		$kids{$pid} = $i;
-	}
-	close $gate_r;
 	my $t0 = time();
-	close $gate_w;    # go
-
-	# reap only our own children: the harness has others (IPC::Run)
-	my $reap = sub {
-		for my $pid (keys %kids)
-		{
-			next if exists $status{ $kids{$pid} };
-			$status{ $kids{$pid} } = $? >> 8
-			  if waitpid($pid, POSIX::WNOHANG()) == $pid;
-		}
-	};
+	my @c = wire_storm(
+		$node, $n,
+		application_name => $p{app},
+		user => $p{user} // 'app',
+		# the statement_timeout only guards against a hung test
+		options => '-c statement_timeout=' . (2 * $TIMEOUT) . 's');
+	my @ok = grep { $_->{ok} } @c;
+	my @refused = map { $_->error_text } grep { !$_->{ok} } @c;
+	$_->send_query($p{sql}) for @ok;
 
 	my $holding = 0;
 	my $deadline = time() + $TIMEOUT;
 	while (1)
 	{
-		$reap->();
 		$holding = $node->safe_psql('postgres', $p{held_sql});
-		last if keys(%status) + $holding >= $n;
+		last if @refused + $holding >= $n;
 		if (time() > $deadline)
 		{
 			diag("storm did not resolve: "
-				  . scalar(keys %status)
-				  . " exited, $holding holding");
+				  . scalar(@refused)
+				  . " refused, $holding holding");
 			last;
 		}
 		usleep(50_000);
 	}
 	my $t1 = time();
-	my $seconds = $t1 - $t0;
-
-	my @refused;
-	for my $i (sort { $a <=> $b } keys %status)
-	{
-		push @refused, PostgreSQL::Test::Utils::slurp_file("$dir/err.$i");
-	}
-	my %early = %status;
 
 	my $finish = sub {
-		my $ok = 0;
-		my $deadline = time() + $TIMEOUT;
-		while (1)
+		my $done = 0;
+		for my $c (@ok)
 		{
-			$reap->();
-			last if keys(%status) >= $n || time() > $deadline;
-			usleep(20_000);
+			$done++ if eval { $c->query_result; 1 };
+			$c->close;
 		}
-		for my $pid (keys %kids)
-		{
-			next if exists $status{ $kids{$pid} };
-			kill 'KILL', $pid;
-			waitpid($pid, 0);
-		}
-		for my $i (keys %status)
-		{
-			$ok++ if !exists $early{$i} && $status{$i} == 0;
-		}
-		return $ok;
+		return $done;
 	};
 
 	return {
 		refused => \@refused,
-		exited_early => scalar(keys %early),
+		exited_early => scalar(@refused),
 		holding => $holding,
-		seconds => $seconds,
+		seconds => $t1 - $t0,
 		t0 => $t0,
 		t1 => $t1,
 		finish => $finish,

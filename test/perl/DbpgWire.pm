@@ -18,6 +18,10 @@
 #   else { print $c->{error}{C}, ' ', $c->{error}{M}; }
 #
 #   my @c = DbpgWire::storm([ \%params1, \%params2, ... ], timeout => 60);
+#   my $t = DbpgWire::tally(@c);    # { ok => [...], refused => N, other => [...] }
+#
+# Over another socket (e.g. TCP to an address of one's choice):
+#   my $c = DbpgWire::login_on($sock, user => 'app', application_name => 'feed');
 #
 # A refused login ends with {ok} false and {error}; a closed connection
 # before an answer with {error}{C} = 'EOF'.  A login that got its answer
@@ -45,8 +49,26 @@ use Socket qw(SOCK_STREAM);
 use Time::HiRes qw(time);
 
 # The refusal of dbpool_guard, as opposed to PostgreSQL's own 53300
-# ("sorry, too many clients already", "too many connections for role").
-our $REFUSAL_RE = qr/^too many connections for service "(.*)"\z/s;
+# ("sorry, too many clients already", "too many connections for role"):
+# its message, $1 the service.  This is the one place the tests spell it:
+# is_refusal() matches it against the message field the server sent,
+# DbpgTest::$REFUSAL and DbpgTest::refusal_re() put psql's "FATAL:  "
+# before it.  A service name never holds a newline (PostgreSQL replaces
+# control bytes of application_name), so it ends at the end of a line.
+our $REFUSAL_RE = refusal_re();
+
+# The refusal message for $service (a name, matched literally; or a
+# pattern, qr/.../, for the name; when undef any service, captured as $1),
+# up to the end of its line.
+sub refusal_re
+{
+	my ($service) = @_;
+	my $name =
+	    !defined $service ? '(.*)'
+	  : ref($service) eq 'Regexp' ? $service
+	  : quotemeta($service);
+	return qr/too many connections for service "$name"$/m;
+}
 
 our $TIMEOUT = ($ENV{PG_TEST_TIMEOUT_DEFAULT} // '') ne '' ? $ENV{PG_TEST_TIMEOUT_DEFAULT} : 180;
 
@@ -68,14 +90,26 @@ sub _startup_packet
 	return pack('N', 4 + length($body)) . $body;
 }
 
-# Open the socket and send the startup packet; the answer is read by
-# pump()/wait_ready().  Returns the connection object (never dies on a
-# refused connection: {error} is set instead).
+# Open the Unix socket in $p{host} for $p{port} and send the startup
+# packet; the answer is read by pump()/wait_ready().  Returns the
+# connection object (never dies on a refused connection: {error} is set
+# instead).
 sub start
 {
 	my (%p) = @_;
 	my $path = "$p{host}/.s.PGSQL.$p{port}";
-	my $self = bless {
+	my $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $path);
+	return start_on($sock, %p) if $sock;
+	my $self = _new(%p);
+	$self->{state} = 'done';
+	$self->{error} = { C => 'SOCKET', M => "connect $path: $!" };
+	return $self;
+}
+
+sub _new
+{
+	my (%p) = @_;
+	return bless {
 		params => \%p,
 		inbuf => '',
 		state => 'startup',
@@ -84,13 +118,14 @@ sub start
 		error => undef,
 		started => time(),
 	}, __PACKAGE__;
-	my $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $path);
-	if (!$sock)
-	{
-		$self->{state} = 'done';
-		$self->{error} = { C => 'SOCKET', M => "connect $path: $!" };
-		return $self;
-	}
+}
+
+# The same as start() on a socket already connected to the server (host
+# and port are then not used).
+sub start_on
+{
+	my ($sock, %p) = @_;
+	my $self = _new(%p);
 	$sock->autoflush(1);
 	$self->{sock} = $sock;
 	my $pkt = _startup_packet(%p);
@@ -264,12 +299,30 @@ sub login
 	return start(%p)->wait_ready($timeout);
 }
 
+# The same on a socket already connected to the server.
+sub login_on
+{
+	my ($sock, %p) = @_;
+	my $timeout = delete $p{timeout};
+	return start_on($sock, %p)->wait_ready($timeout);
+}
+
 # Start every login of @$list (hashes of login parameters) back to back,
 # then wait for all answers.  Returns the connection objects in order.
 sub storm
 {
 	my ($list, %o) = @_;
 	my @c = map { start(%$_) } @$list;
+	return wait_all(\@c, %o);
+}
+
+# Wait until every login of @$c (started with start()) has its answer, or
+# $o{timeout} seconds (default $TIMEOUT); the ones still without an answer
+# then end with {error}{C} 'TIMEOUT'.  Returns the connections in order.
+sub wait_all
+{
+	my ($c, %o) = @_;
+	my @c = @$c;
 	my $deadline = time() + ($o{timeout} // $TIMEOUT);
 	while (1)
 	{
@@ -302,6 +355,14 @@ sub query
 	my ($self, $sql, $timeout) = @_;
 	croak 'not connected' unless $self->{sock} && $self->{state} eq 'ready';
 	$self->send_query($sql);
+	return $self->query_result($timeout);
+}
+
+# Wait for the answer to the query sent with send_query() and return its
+# rows; dies with the server's message on an error.
+sub query_result
+{
+	my ($self, $timeout) = @_;
 	$self->wait_ready($timeout // $TIMEOUT);
 	croak "connection lost: $self->{error}{M}" if $self->{state} ne 'ready';
 	if (my $e = delete $self->{query_error})
@@ -360,12 +421,25 @@ sub close
 	return;
 }
 
+# Hand the socket over to the caller (still non-blocking) and forget it:
+# the object no longer reads, writes or closes it.  Also in a forked
+# child, so that its copy of a parent's connection leaves that connection
+# alone (the blocking flag is shared with the parent: not touched here).
+sub detach
+{
+	my ($self) = @_;
+	my $sock = delete $self->{sock};
+	$self->{state} = 'done';
+	return $sock;
+}
+
+# Refused by dbpool_guard (SQLSTATE 53300 and its message)?
 sub is_refusal
 {
 	my ($self) = @_;
 	return $self->{error}
 	  && ($self->{error}{C} // '') eq '53300'
-	  && ($self->{error}{M} // '') =~ $REFUSAL_RE;
+	  && ($self->{error}{M} // '') =~ /\A$REFUSAL_RE\z/;
 }
 
 # The service a refusal names, or undef.
@@ -375,6 +449,43 @@ sub refused_service
 	return undef unless $self->is_refusal;
 	$self->{error}{M} =~ $REFUSAL_RE;
 	return $1;
+}
+
+# How a login ended: "ok", "refused" (by dbpool_guard), or "other:" and
+# the SQLSTATE (or EOF, SOCKET, TIMEOUT, AUTH).
+sub outcome
+{
+	my ($self) = @_;
+	return 'ok' if $self->{ok};
+	return 'refused' if $self->is_refusal;
+	return 'other:' . ($self->{error}{C} // '?');
+}
+
+# The error as psql prints it: "FATAL:  message", then the DETAIL and
+# HINT lines; "" for a login that got in.
+sub error_text
+{
+	my ($self) = @_;
+	my $e = $self->{error} or return '';
+	my $text = ($e->{S} // 'ERROR') . ":  " . ($e->{M} // '') . "\n";
+	$text .= "DETAIL:  $e->{D}\n" if defined $e->{D};
+	$text .= "HINT:  $e->{H}\n" if defined $e->{H};
+	return $text;
+}
+
+# The outcomes of a storm: { ok => [the admitted connections], refused =>
+# how many dbpool_guard refused, other => ["SQLSTATE message", ...] }.
+sub tally
+{
+	my (@c) = @_;
+	my %t = (ok => [], refused => 0, other => []);
+	for my $c (@c)
+	{
+		if ($c->{ok}) { push @{ $t{ok} }, $c; }
+		elsif ($c->is_refusal) { $t{refused}++; }
+		else { push @{ $t{other} }, ($c->{error}{C} // '?') . ' ' . ($c->{error}{M} // ''); }
+	}
+	return \%t;
 }
 
 # A load generator in a child process: until stopped, it runs storms of
@@ -414,12 +525,7 @@ sub loader
 			my @c = storm(
 				[ map { { %{ $o{login} }, application_name => $apps[ int(rand(@apps)) ] } }
 					  1 .. $batch ]);
-			for my $c (@c)
-			{
-				if ($c->{ok}) { $tally{ok}++; }
-				elsif ($c->is_refusal) { $tally{refused}++; }
-				else { $tally{ 'other:' . ($c->{error}{C} // '?') }++; }
-			}
+			$tally{ $_->outcome }++ for @c;
 			select(undef, undef, undef, rand($hold)) if $hold > 0;
 			$_->close for grep { $_->{ok} } @c;
 			# after a failure (server restarting), do not spin

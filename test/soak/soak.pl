@@ -244,13 +244,12 @@ sub client
 			my @c = DbpgWire::storm(
 				[ map { { %login, application_name => rand() < 0.1 ? "unlisted-$id-" . int(rand(50)) : $names[ int(rand(@names)) ] } } 1 .. $n ],
 				timeout => $o{'wait-seconds'});
-			for my $c (@c)
-			{
-				$t{attempts}++;
-				if ($c->{ok}) { $t{ok}++; push @pool, $c; }
-				elsif ($c->is_refusal) { $t{refused}++; }
-				else { $t{ 'other:' . ($c->{error}{C} // '?') . ' ' . ($c->{error}{M} // '') }++; }
-			}
+			my $tally = DbpgWire::tally(@c);
+			$t{attempts} += @c;
+			$t{ok} += @{ $tally->{ok} };
+			push @pool, @{ $tally->{ok} };
+			$t{refused} += $tally->{refused};
+			$t{"other:$_"}++ for @{ $tally->{other} };
 		}
 		else
 		{
@@ -290,7 +289,7 @@ sub run_clients
 		die "fork: $!" unless defined $pid;
 		if ($pid == 0)
 		{
-			$admin->{sock} = undef;    # the parent's
+			$admin->detach;    # the parent's connection: leave it alone
 			eval { client($id, $n, $file); 1 } or print STDERR "client $id: $@";
 			POSIX::_exit(0);
 		}
@@ -479,10 +478,11 @@ check($st->{kept} == $st->{good} + $st->{bad},
 # refusals they report as not logged add up to no more than all the
 # refusals since the start (the warm-up's included: a line may report
 # refusals suppressed before the counters were reset).
-my $logged = () = $text =~ /FATAL:  too many connections for service/g;
+my $refusal_line = qr/FATAL:  $DbpgWire::REFUSAL_RE/;
+my $logged = () = $text =~ /$refusal_line/g;
 my $spanned = POSIX::floor($t1) - POSIX::floor($t0) + 1;
 my $all = do { open(my $fh, '<', $log) or die; local $/; <$fh> };
-my $logged_all = () = $all =~ /FATAL:  too many connections for service/g;
+my $logged_all = () = $all =~ /$refusal_line/g;
 my $suppressed_all = 0;
 $suppressed_all += $1 while $all =~ /(\d+) similar refusals were not logged/g;
 my $refused_all = $refused + ($warm->{refused} // 0);

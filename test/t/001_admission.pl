@@ -10,7 +10,6 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use DbpgTest;
-use DbpgWire;
 
 my $name63 = 'x' x 63;
 my $budgets =
@@ -57,7 +56,7 @@ my $storm = storm(
 
 is($storm->{holding}, 10, 'storm: exactly cap (10) of 60 clients admitted');
 is($storm->{exited_early}, 50, 'storm: the other 50 clients were refused');
-is( scalar(grep { /FATAL:  too many connections for service "storm"\n/ }
+is( scalar(grep { $_ =~ refusal_re('storm') }
 		  @{ $storm->{refused} }),
 	50,
 	'storm: every refused client got our message');
@@ -98,9 +97,9 @@ is( scalar_q(
 	'storm: last_rejected_at is the time of the last refusal');
 
 # The SQLSTATE: 53300 in the log line's %e, with user, database, address.
+my $storm_refused = refusal_re('storm');
 my $log = slurp_file($node->logfile, $log_offset);
-my $logged = count_lines($log,
-	qr/ 53300 FATAL:  too many connections for service "storm"$/);
+my $logged = count_lines($log, qr/ 53300 $storm_refused/);
 ok($logged >= 1, 'storm: the server log has our FATAL with SQLSTATE 53300');
 like(
 	$log,
@@ -126,8 +125,7 @@ my ($err, $raw_err);
 is($raw_err, 'FATAL:  53300: too many connections for service "storm"',
 	'a login after the storm is refused: the client receives SQLSTATE 53300');
 $log = slurp_file($node->logfile, $log_offset);
-$logged = count_lines($log,
-	qr/ 53300 FATAL:  too many connections for service "storm"$/);
+$logged = count_lines($log, qr/ 53300 $storm_refused/);
 my $suppressed = 0;
 $suppressed += $1
   while $log =~ /(\d+) similar refusals were not logged in the last second/g;
@@ -149,7 +147,7 @@ for my $i (1 .. 10)
 is(scalar(grep { defined } @held), 10, 'ten sequential logins fill the cap of 10');
 is(status_of($node, 'storm', 'connections'), '10', 'the bucket holds 10');
 like(hold_fails($node, app => 'storm'),
-	qr/too many connections for service "storm"/, 'the eleventh is refused');
+	refusal_re('storm'), 'the eleventh is refused');
 quit_all(pop @held);
 ok(wait_count($node, 'storm', 9), 'one session leaves');
 ok(defined(eval { push @held, hold($node, 'storm'); 1 }),
@@ -164,7 +162,7 @@ my $h = hold($node, 'half');
 is(status_of($node, 'half', 'connections, state'),
 	'1|rejecting', 'half: the first session is admitted');
 $err = hold_fails($node, app => 'half');
-like($err, qr/FATAL:  too many connections for service "half"/,
+like($err, refusal_re('half'),
 	'half: the second is refused');
 like(
 	$err,
@@ -177,7 +175,7 @@ ok(wait_count($node, 'half', 0), 'half: released');
 
 $log_offset = -s $node->logfile;
 $err = hold_fails($node, app => 'zero');
-like($err, qr/FATAL:  too many connections for service "zero"/,
+like($err, refusal_re('zero'),
 	'zero: the first login is refused');
 like($err, qr/DETAIL:  .*"zero".*budget of 0/, 'zero: the detail says the budget is 0');
 (undef, $raw_err) = raw_login($node,
@@ -186,8 +184,8 @@ like($err, qr/DETAIL:  .*"zero".*budget of 0/, 'zero: the detail says the budget
 	application_name => 'zero');
 is($raw_err, 'FATAL:  53300: too many connections for service "zero"',
 	'zero: the client receives SQLSTATE 53300');
-ok( $node->log_contains(
-		qr/ 53300 FATAL:  too many connections for service "zero"/, $log_offset),
+my $zero_refused = refusal_re('zero');
+ok( $node->log_contains(qr/ 53300 $zero_refused/, $log_offset),
 	'zero: SQLSTATE 53300 in the log');
 is( status_of(
 		$node, 'zero',
@@ -201,9 +199,7 @@ is( status_of(
 my $refused = 0;
 for my $i (1 .. 10)
 {
-	my @c = DbpgWire::storm(
-		[ map { { host => $node->host, port => $node->port, user => 'app',
-					dbname => 'postgres', application_name => 'zero' } } 1 .. 100 ]);
+	my @c = wire_storm($node, 100, application_name => 'zero');
 	$refused += grep { $_->is_refusal } @c;
 	$_->close for @c;
 }
@@ -228,7 +224,7 @@ is(status_of($node, '*', 'connections'), '3',
 	'names match case-sensitively: "STORM" is unlisted');
 is(status_of($node, 'storm', 'connections'), '0', '... and not counted in "storm"');
 $err = hold_fails($node, app => 'inv-d');
-like($err, qr/FATAL:  too many connections for service "inv-d"/,
+like($err, refusal_re('inv-d'),
 	'the fourth unlisted login is refused, named by its own application_name');
 like($err, qr/DETAIL:  .*"inv-d".*shared budget "\*"/,
 	'the detail says it is counted in the shared budget "*"');
@@ -246,7 +242,7 @@ is( scalar_q(
 is(status_of($node, $name63, 'connections'), '1',
 	'a 67-byte application_name counts in the 63-byte entry');
 like(hold_fails($node, app => $name63),
-	qr/too many connections for service "$name63"/, 'and fills it');
+	refusal_re($name63), 'and fills it');
 quit_all($h);
 ok(wait_count($node, $name63, 0), 'released');
 
@@ -265,7 +261,7 @@ $h = hold($node, $cafe);
 is(status_of($node, $cleaned, 'connections'), '1',
 	"application_name '$cafe' counts under its cleaned name '$cleaned'");
 like(hold_fails($node, app => $cafe),
-	qr/too many connections for service "\Q$cleaned\E"/, 'and is limited there');
+	refusal_re($cleaned), 'and is limited there');
 quit_all($h);
 ok(wait_count($node, $cleaned, 0), 'released');
 

@@ -203,9 +203,7 @@ quit_all(@h);
 
 # --- everything is back to 0 ------------------------------------------------------
 
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'every bucket shows 0 connections after everyone left');
+ok(wait_released($node), 'every bucket shows 0 connections after everyone left');
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '0', 'no holders remain');
 
 $node->stop;

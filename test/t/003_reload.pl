@@ -25,13 +25,13 @@ my $started = scalar_q($node, 'SELECT pg_postmaster_start_time()');
 # --- raising a budget: the next login sees it ---------------------------------
 
 my @r1 = (hold($node, 'r1'), hold($node, 'r1'));
-like(hold_fails($node, app => 'r1'), qr/too many connections for service "r1"/,
+like(hold_fails($node, app => 'r1'), refusal_re('r1'),
 	'budget 2: the third login is refused');
 set_conf($node, 'dbpool_guard.budgets' => 'r1=3@1.0, r2=10, gone=2@1.0');
 is(status_of($node, 'r1', 'budget, cap'), '3|3', 'after reload: budget 3, cap 3');
 push @r1, eval { hold($node, 'r1') };
 ok(defined $r1[2], 'after reload: the third login is admitted');
-like(hold_fails($node, app => 'r1'), qr/too many connections for service "r1"/,
+like(hold_fails($node, app => 'r1'), refusal_re('r1'),
 	'after reload: the fourth is refused');
 is(scalar_q($node, 'SELECT pg_postmaster_start_time()'), $started, 'no restart happened');
 
@@ -43,12 +43,12 @@ is(status_of($node, 'r1', 'connections, cap, state'),
 is(scalar(grep { defined $_ && eval { $_->query_safe('SELECT 1') } eq '1' } @r1),
 	3, 'lowered to 1: all 3 sessions still work');
 my $err = hold_fails($node, app => 'r1');
-like($err, qr/too many connections for service "r1"/, 'lowered to 1: new logins refused');
+like($err, refusal_re('r1'), 'lowered to 1: new logins refused');
 like($err, qr/holds 3 of its budget of 1 connections \(300%\)/,
 	'lowered to 1: the detail shows 3 held of 1');
 quit_all(splice(@r1, 0, 2));
 ok(wait_count($node, 'r1', 1), 'two leave');
-like(hold_fails($node, app => 'r1'), qr/too many connections for service "r1"/,
+like(hold_fails($node, app => 'r1'), refusal_re('r1'),
 	'still refused at the cap');
 quit_all(@r1);
 ok(wait_count($node, 'r1', 0), 'the last one leaves');
@@ -98,7 +98,7 @@ for my $b (@bad)
 }
 is(status_of($node, 'r1', 'budget, cap'), '1|1', 'after the bad reloads r1 is still 1');
 @r1 = (hold($node, 'r1'));
-like(hold_fails($node, app => 'r1'), qr/too many connections for service "r1"/,
+like(hold_fails($node, app => 'r1'), refusal_re('r1'),
 	'and is still enforced at 1');
 quit_all(@r1);
 
@@ -147,7 +147,7 @@ my $added = eval { hold($node, 'added') };
 ok(defined $added, 'added service: the first login gets in while the worker is stopped');
 is(status_of($node, 'added', 'connections, cap'), '1|1', 'added service: counted in its own row');
 like(hold_fails($node, app => 'added'),
-	qr/too many connections for service "added"/,
+	refusal_re('added'),
 	'added service: the second login is refused while the worker is stopped');
 kill 'CONT', $wpid;
 $stopped_worker = undef;

@@ -54,7 +54,7 @@ is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'),
 set_conf($node, 'dbpool_guard.mode' => 'enforce');
 my $on = eval { hold($node, 'mon') };
 ok(defined $on, 'enforce again: the sessions from "off" hold no slot');
-like(hold_fails($node, app => 'mon'), qr/too many connections for service "mon"/,
+like(hold_fails($node, app => 'mon'), refusal_re('mon'),
 	'enforce again: the next login is refused');
 quit_all(@off);
 ok( $node->poll_query_until('postgres',
@@ -95,9 +95,9 @@ is(status_of($node, 'ex', 'connections, admitted_total, rejected_total'),
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'),
 	'1', 'exempt: the sessions view lists only the counted session');
 like(hold_fails($node, app => 'ex', user => 'outsider'),
-	qr/too many connections for service "ex"/, 'a role outside the exempt ones is refused');
+	refusal_re('ex'), 'a role outside the exempt ones is refused');
 like(hold_fails($node, app => 'ex', user => 'ghost'),
-	qr/too many connections for service "ex"/,
+	refusal_re('ex'),
 	'a role named in exempt_roles that does not exist is not exempt');
 quit_all(@exempt);
 

@@ -28,7 +28,7 @@ my @sb = (hold($standby, 'sb'), hold($standby, 'sb'));
 is(status_of($standby, 'sb', 'connections, cap, state'),
 	'2|2|rejecting', 'standby: two sessions fill "sb"');
 my $err = hold_fails($standby, app => 'sb');
-like($err, qr/FATAL:  too many connections for service "sb"/,
+like($err, refusal_re('sb'),
 	'standby: the third login is refused with our message');
 like($err, qr/DETAIL:  Service "sb" holds 2 of its budget of 2 connections/,
 	'standby: with the detail');

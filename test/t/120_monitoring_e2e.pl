@@ -70,7 +70,7 @@ sub refuse
 	{
 		$refused++
 		  if hold_fails($node, app => 'cdn-service') =~
-		  /too many connections for service "cdn-service"/;
+		  refusal_re('cdn-service');
 	}
 	return $refused;
 }

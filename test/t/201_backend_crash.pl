@@ -7,7 +7,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -21,13 +20,6 @@ my $node = guard_node('backend_crash',
 	  . "dbpool_guard.sample_interval = 100\n"
 	  . "restart_after_crash = on\n");
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
-
 sub live_vs_counted
 {
 	return scalar_q(
@@ -40,12 +32,12 @@ sub live_vs_counted
 # --- before: sessions held in three buckets -------------------------------------------
 
 my @held = (
-	(map { DbpgWire::login(login_params(application_name => 'other')) } 1 .. 3),
-	(map { DbpgWire::login(login_params(application_name => "inv-$_")) } 1 .. 2));
+	(map { wire_login($node, application_name => 'other') } 1 .. 3),
+	(map { wire_login($node, application_name => "inv-$_") } 1 .. 2));
 is(scalar(grep { $_->{ok} } @held), 5, 'five sessions hold slots in "other" and "*"');
 
 my $loader = DbpgWire::loader(
-	login => { login_params() },
+	login => { wire_params($node) },
 	apps => [ 'crash', 'inv-x' ],
 	batch => 6,
 	hold_ms => 30);
@@ -57,7 +49,7 @@ ok( $node->poll_query_until('postgres',
 # A storm on "crash"; one admitted backend is SIGKILLed while the rest of
 # the storm is still being answered.
 my $offset = -s $node->logfile;
-my @storm = map { DbpgWire::start(login_params(application_name => 'crash')) } 1 .. 30;
+my @storm = wire_start($node, 30, application_name => 'crash');
 my $victim;
 for my $c (@storm)
 {
@@ -66,9 +58,9 @@ for my $c (@storm)
 }
 ok(defined $victim, 'a storm login is admitted');
 kill 'KILL', $victim->{pid};
-$_->wait_ready for @storm;
+DbpgWire::wait_all(\@storm);
 my %outcome;
-$outcome{ $_->{ok} ? 'ok' : $_->is_refusal ? 'refused' : "other:$_->{error}{C}" }++ for @storm;
+$outcome{ $_->outcome }++ for @storm;
 note('storm outcomes: ' . join(' ', map { "$_=$outcome{$_}" } sort keys %outcome));
 
 ok( log_wait($node,
@@ -111,16 +103,14 @@ $_->close for @held, @storm;
 
 # --- after: counts equal the sessions that exist ----------------------------------------
 
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'no bucket counts a session that the crash restart ended');
+ok(wait_released($node), 'no bucket counts a session that the crash restart ended');
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '0',
 	'the sessions view is empty');
 
 @held = (
-	(map { DbpgWire::login(login_params(application_name => 'crash')) } 1 .. 4),
-	(map { DbpgWire::login(login_params(application_name => 'other')) } 1 .. 2),
-	DbpgWire::login(login_params(application_name => 'inv-new')));
+	(map { wire_login($node, application_name => 'crash') } 1 .. 4),
+	(map { wire_login($node, application_name => 'other') } 1 .. 2),
+	wire_login($node, application_name => 'inv-new'));
 is(scalar(grep { $_->{ok} } @held), 7, 'seven new sessions log in');
 is(live_vs_counted(), '*:1:1 crash:4:4 other:2:2',
 	'each bucket counts exactly its live sessions');
@@ -133,7 +123,7 @@ is( scalar_q(
 
 # enforcement: a storm of 20 fills "crash" exactly to its cap
 my ($adm, $rej) = split /\|/, status_of($node, 'crash', 'admitted_total, rejected_total');
-my @s2 = DbpgWire::storm([ map { { login_params(application_name => 'crash') } } 1 .. 20 ]);
+my @s2 = wire_storm($node, 20, application_name => 'crash');
 is(scalar(grep { $_->{ok} } @s2), $cap - 4, 'a storm after the restart gets exactly the 2 free slots');
 is(scalar(grep { $_->is_refusal } @s2), 20 - ($cap - 4), 'the other 18 are refused by us');
 is(status_of($node, 'crash', 'connections, admitted_total, rejected_total, state'),
@@ -144,9 +134,7 @@ ok( $node->poll_query_until('postgres',
 	'the new worker samples them');
 
 $_->close for @held, @s2;
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'every slot is released at the end');
+ok(wait_released($node), 'every slot is released at the end');
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '0', 'no holder remains');
 
 $node->stop;

@@ -17,7 +17,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -36,35 +35,6 @@ my $node = guard_node('worker_faults',
 
 my $superuser = scalar_q($node, 'SELECT current_user');
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
-
-# A storm of $n logins for "storm": returns (admitted connections,
-# number refused by us, other outcomes as text).
-sub storm_start
-{
-	my ($n) = @_;
-	return [ map { DbpgWire::start(login_params(application_name => 'storm')) } 1 .. $n ];
-}
-
-sub storm_finish
-{
-	my ($started) = @_;
-	my (@ok, $refused, @other);
-	$refused = 0;
-	for my $c (@$started)
-	{
-		$c->wait_ready;
-		if ($c->{ok}) { push @ok, $c; }
-		elsif ($c->is_refusal) { $refused++; }
-		else { push @other, "$c->{error}{C} $c->{error}{M}"; }
-	}
-	return (\@ok, $refused, join('; ', @other));
-}
 
 sub totals
 {
@@ -74,12 +44,12 @@ sub totals
 }
 
 # An idle superuser session: it survives unless the server restarts.
-my $canary = DbpgWire::login(login_params(user => $superuser, application_name => 'canary'));
+my $canary = wire_login($node, user => $superuser, application_name => 'canary');
 ok($canary->{ok}, 'an idle superuser session is open');
 
 $node->safe_psql('postgres', 'SELECT dbpool_guard.reset_counters()');
 my $loader = DbpgWire::loader(
-	login => { login_params() },
+	login => { wire_params($node) },
 	apps => [ 'bg', 'other-a', 'other-b' ],
 	batch => 6,
 	hold_ms => 30);
@@ -94,27 +64,22 @@ ok($worker =~ /^\d+$/, 'the worker runs');
 for my $round (1 .. $kills)
 {
 	# a storm starts, and the worker is terminated while it runs
-	my $s = storm_start(3 * $cap);
+	my @s = wire_start($node, 3 * $cap, application_name => 'storm');
 	$node->safe_psql('postgres', "SELECT pg_terminate_backend($worker)");
-	my ($ok, $refused, $other) = storm_finish($s);
-	$exact_killed++ if @$ok == $cap && $refused == 2 * $cap && $other eq '';
-	diag("round $round, storm at the kill: " . scalar(@$ok) . " admitted, $refused refused, $other")
-	  unless @$ok == $cap && $refused == 2 * $cap && $other eq '';
-	$storm_admitted += @$ok;
-	$_->close for @$ok;
+	my $t = DbpgWire::tally(DbpgWire::wait_all(\@s));
+	$exact_killed += storm_exact($t, $cap, "round $round, storm at the kill");
+	$storm_admitted += @{ $t->{ok} };
+	$_->close for @{ $t->{ok} };
 	wait_count($node, 'storm', 0);
 
 	# most likely while the worker is away (it is restarted after 5 s);
 	# exact either way
 	my $away = scalar_q($node,
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'dbpool_guard worker'");
-	$s = storm_start(3 * $cap);
-	($ok, $refused, $other) = storm_finish($s);
-	$exact_away++ if @$ok == $cap && $refused == 2 * $cap && $other eq '';
-	diag("round $round, storm without worker ($away running): " . scalar(@$ok) . " admitted, $refused refused, $other")
-	  unless @$ok == $cap && $refused == 2 * $cap && $other eq '';
-	$storm_admitted += @$ok;
-	$_->close for @$ok;
+	$t = DbpgWire::tally(wire_storm($node, 3 * $cap, application_name => 'storm'));
+	$exact_away += storm_exact($t, $cap, "round $round, storm without worker ($away running)");
+	$storm_admitted += @{ $t->{ok} };
+	$_->close for @{ $t->{ok} };
 	wait_count($node, 'storm', 0);
 
 	if (wait_new_worker($node, $worker))
@@ -150,9 +115,7 @@ is(totals(), "$tally->{ok} $tally->{refused}",
 is(status_of($node, 'storm', 'admitted_total, rejected_total'),
 	"$storm_admitted|" . (2 * $kills * 3 * $cap - $storm_admitted),
 	'the storms\' counters are exact');
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'no slot leaked');
+ok(wait_released($node), 'no slot leaked');
 ok( $node->poll_query_until(
 		'postgres', "SELECT sampled_at > now() - interval '2 s' FROM dbpool_guard.status WHERE service = 'storm'"
 	),
@@ -160,19 +123,19 @@ ok( $node->poll_query_until(
 
 # --- SIGKILL, once, during a storm -----------------------------------------------------
 
-my @held = grep { $_->{ok} } map { DbpgWire::login(login_params(application_name => 'bg')) } 1 .. 3;
+my @held = grep { $_->{ok} } map { wire_login($node, application_name => 'bg') } 1 .. 3;
 is(scalar(@held), 3, 'three sessions hold "bg" slots');
 $loader = DbpgWire::loader(
-	login => { login_params() },
+	login => { wire_params($node) },
 	apps => [ 'storm', 'x' ],
 	batch => 6,
 	hold_ms => 30);
 $offset = -s $node->logfile;
-my $s = storm_start(3 * $cap);
+my @s = wire_start($node, 3 * $cap, application_name => 'storm');
 $worker = worker_pid($node);
 kill 'KILL', $worker;
 # logins still queued at the crash may be answered after the restart
-my ($after_crash) = storm_finish($s);
+my $after_crash = DbpgWire::tally(DbpgWire::wait_all(\@s))->{ok};
 ok( log_wait($node, qr/background worker "dbpool_guard worker" \(PID $worker\) was terminated by signal 9/,
 		$offset),
 	'SIGKILL: the postmaster sees the worker killed');
@@ -187,9 +150,7 @@ note('background load around the crash: ' . join(' ', map { "$_=$tally->{$_}" } 
 $_->close for @held, @$after_crash;
 
 # counters started again from zero: only sessions after the restart count
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'SIGKILL: no bucket counts a session the restart ended');
+ok(wait_released($node), 'SIGKILL: no bucket counts a session the restart ended');
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '0',
 	'SIGKILL: the sessions view is empty');
 is(status_of($node, 'bg', 'admitted_total, peak_connections'), '0|0',
@@ -197,9 +158,9 @@ is(status_of($node, 'bg', 'admitted_total, peak_connections'), '0|0',
 $node->safe_psql('postgres', 'SELECT dbpool_guard.reset_counters()');
 
 @held = (
-	(map { DbpgWire::login(login_params(application_name => 'storm')) } 1 .. 2),
-	(map { DbpgWire::login(login_params(application_name => 'bg')) } 1 .. 3),
-	(map { DbpgWire::login(login_params(application_name => "new-$_")) } 1 .. 2));
+	(map { wire_login($node, application_name => 'storm') } 1 .. 2),
+	(map { wire_login($node, application_name => 'bg') } 1 .. 3),
+	(map { wire_login($node, application_name => "new-$_") } 1 .. 2));
 is(scalar(grep { $_->{ok} } @held), 7, 'after the restart: 7 sessions log in');
 is( scalar_q(
 		$node, q{SELECT string_agg(s.service || ':' || s.connections || ':' ||
@@ -210,17 +171,15 @@ is( scalar_q(
 is( scalar_q(
 		$node, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"),
 	'7', 'after the restart: pg_stat_activity agrees');
-$s = storm_start(3 * $cap);
-my ($ok, $refused, $other) = storm_finish($s);
-is(scalar(@$ok) . " $refused $other", ($cap - 2) . ' ' . (3 * $cap - ($cap - 2)) . ' ',
+my $t = DbpgWire::tally(wire_storm($node, 3 * $cap, application_name => 'storm'));
+is(scalar(@{ $t->{ok} }) . " $t->{refused} " . join('; ', @{ $t->{other} }),
+	($cap - 2) . ' ' . (3 * $cap - ($cap - 2)) . ' ',
 	'after the restart: a storm fills "storm" exactly to its cap, the rest refused by us');
 is(status_of($node, 'storm', 'connections, admitted_total, rejected_total'),
 	"$cap|$cap|" . (3 * $cap - ($cap - 2)),
 	'after the restart: the counters count from zero');
-$_->close for @$ok, @held;
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'no slot leaked');
+$_->close for @{ $t->{ok} }, @held;
+ok(wait_released($node), 'no slot leaked');
 
 $node->stop;
 done_testing();

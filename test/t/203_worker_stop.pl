@@ -14,7 +14,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -36,13 +35,6 @@ END { kill 'CONT', $stopped if $stopped; }
 my $rounds = 8;
 my $min_stop_secs = 2;
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
-
 sub median
 {
 	my @s = sort { $a <=> $b } @_;
@@ -62,7 +54,7 @@ sub sequential_logins
 	my (@lat, @fail);
 	for (1 .. $n)
 	{
-		my $c = DbpgWire::login(login_params(application_name => 'known'));
+		my $c = wire_login($node, application_name => 'known');
 		if ($c->{ok}) { push @lat, $c->{login_seconds}; $c->close; }
 		else { push @fail, "$c->{error}{C} $c->{error}{M}"; }
 	}
@@ -73,13 +65,10 @@ sub sequential_logins
 # other login was refused by us; the admitted are closed and released.
 sub exact_storm
 {
-	my @c = DbpgWire::storm([ map { { login_params(application_name => 'stop') } } 1 .. 3 * $cap ]);
-	my $ok = grep { $_->{ok} } @c;
-	my $refused = grep { $_->is_refusal } @c;
-	$_->close for @c;
+	my $t = DbpgWire::tally(wire_storm($node, 3 * $cap, application_name => 'stop'));
+	$_->close for @{ $t->{ok} };
 	my $released = wait_count($node, 'stop', 0);
-	diag("storm: $ok admitted, $refused refused") unless $ok == $cap && $refused == 2 * $cap;
-	return $ok == $cap && $refused == 2 * $cap && $released;
+	return storm_exact($t, $cap, 'storm') && $released;
 }
 
 # $rounds rounds of the mix (10 sequential logins to "known", a storm on
@@ -108,7 +97,7 @@ my ($base, $base_fail, $base_rounds, $base_exact) = mix();
 is(scalar(@$base_fail), 0, 'baseline: every login gets in');
 is($base_exact, $base_rounds, 'baseline: storms admit exactly the cap');
 
-my @known = map { DbpgWire::login(login_params(application_name => 'known')) } 1 .. 3;
+my @known = map { wire_login($node, application_name => 'known') } 1 .. 3;
 ok( $node->poll_query_until(
 		'postgres', "SELECT connections = 3 AND idle = 3 FROM dbpool_guard.status WHERE service = 'known'"),
 	'the worker has sampled the 3 idle "known" sessions');
@@ -125,14 +114,14 @@ my $sampled_at = status_of($node, 'known', 'sampled_at');
 
 # a service added by a reload: its first login inserts its bucket
 set_conf($node, 'dbpool_guard.budgets' => "$budgets, late=2\@1.0");
-my @late = map { DbpgWire::login(login_params(application_name => 'late')) } 1 .. 3;
-is(join(' ', map { $_->{ok} ? 'ok' : $_->is_refusal ? 'refused' : 'error' } @late),
+my @late = map { wire_login($node, application_name => 'late') } 1 .. 3;
+is(join(' ', map { $_->outcome } @late),
 	'ok ok refused', 'worker stopped: a service added by a reload is enforced at once');
 $_->close for @late;
 ok(wait_count($node, 'late', 0), 'worker stopped: its slots are released');
 
 # two more held sessions, admitted while the worker cannot see them
-push @known, map { DbpgWire::login(login_params(application_name => 'known')) } 1 .. 2;
+push @known, map { wire_login($node, application_name => 'known') } 1 .. 2;
 is(scalar(grep { $_->{ok} } @known), 5, 'worker stopped: 5 sessions hold "known" slots');
 
 # the same work as the baseline (and at least $min_stop_secs)
@@ -192,9 +181,7 @@ ok($md <= 3 * $ref + 0.010,
 		1000 * $md, 1000 * $ref));
 
 $_->close for @known;
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'every slot is released');
+ok(wait_released($node), 'every slot is released');
 
 $node->stop;
 done_testing();

@@ -8,7 +8,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -28,36 +27,23 @@ $node->safe_psql('postgres',
 my $summary_good =
   qr/LOG:  dbpool_guard: mode "enforce", (?:service key "application_name", )?3 budgets \(total 7 of 77 available connections\), .*exempt roles: "monitoring"/;
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
-
-sub outcome
-{
-	my ($c) = @_;
-	return $c->{ok} ? 'ok' : $c->is_refusal ? 'refused' : "error $c->{error}{C}";
-}
-
 # "a" is full (2 of cap 2): a third login is refused; a member of the
 # exempt role gets in.  Returns e.g. "refused ok".
 sub probe
 {
-	my $third = DbpgWire::login(login_params(application_name => 'a'));
-	my $exempt = DbpgWire::login(login_params(application_name => 'a', user => 'mon'));
-	my $r = outcome($third) . ' ' . outcome($exempt);
+	my $third = wire_login($node, application_name => 'a');
+	my $exempt = wire_login($node, application_name => 'a', user => 'mon');
+	my $r = $third->outcome . ' ' . $exempt->outcome;
 	$_->close for $third, $exempt;
 	return $r;
 }
 
-my @a = map { DbpgWire::login(login_params(application_name => 'a')) } 1 .. 2;
-is(join(' ', map { outcome($_) } @a), 'ok ok', 'two sessions fill "a"');
+my @a = map { wire_login($node, application_name => 'a') } 1 .. 2;
+is(join(' ', map { $_->outcome } @a), 'ok ok', 'two sessions fill "a"');
 is(probe(), 'refused ok', 'in force: "a" refuses the third login, the exempt member gets in');
 
 my $loader = DbpgWire::loader(
-	login => { login_params() },
+	login => { wire_params($node) },
 	apps => [ 'b', 'inv-1', 'inv-2' ],
 	batch => 5,
 	hold_ms => 20);
@@ -107,9 +93,7 @@ is(join(' ', grep { /^other/ } sort keys %$tally), '',
 	'the background load saw only admissions and our refusals');
 ok($tally->{refused} > 0, 'and it was refused at times');
 $_->close for @a;
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'no slot leaked');
+ok(wait_released($node), 'no slot leaked');
 
 # a good reload after all that is taken
 set_conf($node, 'dbpool_guard.budgets' => 'a=1@1.0, b=3@1.0, *=2@1.0');
@@ -126,8 +110,8 @@ ok( $node->log_contains(
 	'start with an invalid value: the server starts, and the log says why');
 ok(log_wait($node, qr/WARNING:  dbpool_guard: no budgets are in force/, $offset),
 	'start with an invalid value: the worker says no budgets are in force');
-@a = map { DbpgWire::login(login_params(application_name => 'a')) } 1 .. 4;
-is(join(' ', map { outcome($_) } @a), 'ok ok ok ok',
+@a = map { wire_login($node, application_name => 'a') } 1 .. 4;
+is(join(' ', map { $_->outcome } @a), 'ok ok ok ok',
 	'start with an invalid value: nothing is refused (fail open)');
 is(status_of($node, '*', 'connections'), '4', 'start with an invalid value: sessions are still counted');
 $_->close for @a;

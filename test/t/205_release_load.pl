@@ -9,7 +9,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -21,15 +20,8 @@ my $node = guard_node('release_load',
 	conf => "dbpool_guard.budgets = 'rel=80\@1.0, load=6\@1.0, *=4\@1.0'\n");
 $node->safe_psql('postgres', 'CREATE ROLE lim LOGIN CONNECTION LIMIT 2;');
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', application_name => 'rel', %p);
-}
-
 my $loader = DbpgWire::loader(
-	login => { login_params() },
+	login => { wire_params($node) },
 	apps => [ 'load', 'inv-a', 'inv-b' ],
 	batch => 8,
 	hold_ms => 20);
@@ -57,7 +49,7 @@ for my $round (1 .. 3)
 		my ($kind, $n, $params) = @$p;
 		for (1 .. $n)
 		{
-			push @list, { login_params(%$params) };
+			push @list, { wire_params($node, application_name => 'rel', %$params) };
 			push @kind, $kind;
 		}
 	}
@@ -112,9 +104,7 @@ is( scalar_q(
 	),
 	"$tally->{ok} $tally->{refused}",
 	'the counters of the loaded buckets equal what the load saw');
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'every bucket is back to 0: no slot leaked');
+ok(wait_released($node), 'every bucket is back to 0: no slot leaked');
 is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '0', 'no holder remains');
 
 $node->stop;

@@ -8,7 +8,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -32,20 +31,13 @@ $node->safe_psql(
 });
 my $bootstrap = scalar_q($node, 'SELECT current_user');
 
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
-
 my $counts_sql = q{SELECT string_agg(service || ':' || connections || ':' || admitted_total, ' '
                     ORDER BY service COLLATE "C") FROM dbpool_guard.status};
 
 # every bucket at its cap
 my @held = map {
 	my $app = $_;
-	map { DbpgWire::login(login_params(application_name => $app)) } 1 .. 2
+	map { wire_login($node, application_name => $app) } 1 .. 2
 } qw(a b inv);
 is(scalar(grep { $_->{ok} } @held), 6, 'a, b and "*" are full (2 of 2 each)');
 my $counts = scalar_q($node, $counts_sql);
@@ -78,7 +70,7 @@ for my $round (1 .. 2)
 	{
 		for my $app (@apps)
 		{
-			push @list, { login_params(%{ $k->[1] }, application_name => $app) };
+			push @list, { wire_params($node, %{ $k->[1] }, application_name => $app) };
 			push @expect, [ $k->[0], $app, $k->[2] ];
 		}
 	}
@@ -88,7 +80,8 @@ my %bad;
 for my $i (0 .. $#c)
 {
 	my ($kind, $app, $want) = @{ $expect[$i] };
-	my $got = $c[$i]{ok} ? 'ok' : $c[$i]->is_refusal ? 'refused' : "error $c[$i]{error}{C} $c[$i]{error}{M}";
+	my $got = $c[$i]->outcome;
+	$got .= " $c[$i]{error}{M}" if $got =~ /^other/;
 	$bad{$kind} .= " [$app: $got]" if $got ne $want;
 }
 for my $k (@kinds)
@@ -117,9 +110,7 @@ is(scalar_q($node, 'SELECT count(*) FROM dbpool_guard.sessions'), '6',
 	'sessions: only the 6 ordinary sessions hold slots');
 
 $_->close for @c, @held;
-ok( $node->poll_query_until('postgres',
-		'SELECT count(*) = 0 FROM dbpool_guard.status WHERE connections <> 0'),
-	'every slot is released');
+ok(wait_released($node), 'every slot is released');
 
 $node->stop;
 done_testing();

@@ -11,7 +11,6 @@
 use strict;
 use warnings FATAL => 'all';
 
-
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -23,13 +22,6 @@ my $star = 5;
 my $node = guard_node('spoofing',
 	max_connections => 80,
 	conf => "dbpool_guard.budgets = 'real=3\@1.0, *=$star\@1.0'\n");
-
-sub login_params
-{
-	my (%p) = @_;
-	return (host => $node->host, port => $node->port, user => 'app',
-		dbname => 'postgres', %p);
-}
 
 # Everything dbpool_guard keeps in shared memory, and all of it.
 my $shmem_sql = q{
@@ -56,15 +48,14 @@ my $t0 = time();
 for (my $i = 0; $i < $names; $i += $batch)
 {
 	my $n = $names - $i < $batch ? $names - $i : $batch;
-	my @c = DbpgWire::storm(
-		[ map { { login_params(application_name => sprintf('spoof-%05d', $i + $_)) } }
-			  0 .. $n - 1 ]);
-	for my $c (@c)
-	{
-		if ($c->{ok}) { $ok++; push @held, $c; }
-		elsif ($c->is_refusal) { $refused++; }
-		else { $other{ $c->{error}{C} . ' ' . $c->{error}{M} }++; }
-	}
+	my $t = DbpgWire::tally(
+		DbpgWire::storm(
+			[ map { { wire_params($node, application_name => sprintf('spoof-%05d', $i + $_)) } }
+				  0 .. $n - 1 ]));
+	$ok += @{ $t->{ok} };
+	push @held, @{ $t->{ok} };
+	$refused += $t->{refused};
+	$other{$_}++ for @{ $t->{other} };
 }
 my $t1 = time();
 my $secs = $t1 - $t0;
@@ -94,7 +85,8 @@ is(scalar_q($node, "SELECT count(*) FROM dbpool_guard.sessions WHERE service = '
 # second: all the refusals of the run lie between $t0 and $t1, so at most
 # one line for each second from the one of $t0 to the one of $t1.
 my $log = slurp_file($node->logfile, $offset);
-my $logged = count_lines($log, qr/FATAL:  too many connections for service "spoof-/);
+my $spoof_refused = refusal_re(qr/spoof-.*/);
+my $logged = count_lines($log, $spoof_refused);
 my $spanned = seconds_spanned($t0, $t1);
 ok($logged >= 1 && $logged <= $spanned,
 	"the server log is not flooded: $logged refusal lines for "
@@ -108,10 +100,10 @@ $node->poll_query_until('postgres',
 	"SELECT date_trunc('second', clock_timestamp()) >
 	        date_trunc('second', max(rejected_at)) FROM dbpool_guard.rejections")
   or die 'clock did not move';
-my $last = DbpgWire::login(login_params(application_name => 'spoof-last'));
+my $last = wire_login($node, application_name => 'spoof-last');
 ok($last->is_refusal, 'one more invented name is refused');
 $log = slurp_file($node->logfile, $offset);
-$logged = count_lines($log, qr/FATAL:  too many connections for service "spoof-/);
+$logged = count_lines($log, $spoof_refused);
 my $suppressed = 0;
 $suppressed += $1 while $log =~ /(\d+) similar refusals were not logged in the last second/g;
 is($logged + $suppressed, $names - $star + 1,
@@ -126,11 +118,11 @@ ok(wait_count($node, '*', 0), 'released');
 ($ok, $refused) = (0, 0);
 for my $round (1 .. 20)
 {
-	my @c = DbpgWire::storm(
-		[ map { { login_params(application_name => "churn-$round-$_") } } 1 .. 10 ]);
-	$ok += grep { $_->{ok} } @c;
-	$refused += grep { $_->is_refusal } @c;
-	$_->close for grep { $_->{ok} } @c;
+	my $t = DbpgWire::tally(
+		DbpgWire::storm([ map { { wire_params($node, application_name => "churn-$round-$_") } } 1 .. 10 ]));
+	$ok += @{ $t->{ok} };
+	$refused += $t->{refused};
+	$_->close for @{ $t->{ok} };
 }
 ok(wait_count($node, '*', 0), 'churn: every slot released');
 is($ok + $refused, 200, 'churn: every login was admitted or refused by us');
@@ -164,7 +156,7 @@ my @odd = (
 sub shown_name
 {
 	my ($raw) = @_;
-	my $c = DbpgWire::login(login_params(application_name => $raw));
+	my $c = wire_login($node, application_name => $raw);
 	die "login failed: $c->{error}{M}" unless $c->{ok};
 	my $rows = $c->query(
 		'SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()');
@@ -208,7 +200,7 @@ for my $o (@odd)
 	my ($what, $raw) = @$o;
 	my $name = $shown{$what};
 	my $bucket = $name eq '*' ? '*' : $name;
-	my $first = DbpgWire::login(login_params(application_name => $raw));
+	my $first = wire_login($node, application_name => $raw);
 	ok($first->{ok}, "$what: the first login gets in");
 	next unless $first->{ok};
 	my $rows = $first->query(
@@ -218,7 +210,7 @@ for my $o (@odd)
 		$bucket, "$what: the sessions view puts it in the row of that name");
 	is(status_of($node, $bucket, 'connections'), '1', "$what: that row holds 1");
 
-	my $second = DbpgWire::login(login_params(application_name => $raw));
+	my $second = wire_login($node, application_name => $raw);
 	ok($second->is_refusal, "$what: the second login is refused by us");
 	is($second->refused_service, $name,
 		"$what: the refusal names the service as pg_stat_activity shows it");
@@ -232,16 +224,16 @@ for my $o (@odd)
 }
 
 # Two different long names with the same first 63 bytes share a row.
-my $a1 = DbpgWire::login(login_params(application_name => ('L' x 100) . 'first'));
-my $a2 = DbpgWire::login(login_params(application_name => ('L' x 100) . 'second'));
+my $a1 = wire_login($node, application_name => ('L' x 100) . 'first');
+my $a2 = wire_login($node, application_name => ('L' x 100) . 'second');
 ok($a1->{ok} && $a2->is_refusal,
 	'names equal in their first 63 bytes share one row and one budget');
 $a1->close;
 
 # The empty name: counted in "*", refused there under the name "".
-my $e1 = DbpgWire::login(login_params(application_name => ''));
-my $e2 = DbpgWire::login(login_params(application_name => ''));
-my $n1 = DbpgWire::login(login_params());    # no application_name at all
+my $e1 = wire_login($node, application_name => '');
+my $e2 = wire_login($node, application_name => '');
+my $n1 = wire_login($node);    # no application_name at all
 ok($e1->{ok}, 'empty name: admitted in "*"');
 is($e2->refused_service, '', 'empty name: the refusal names service ""');
 is($n1->refused_service, '', 'absent application_name: counted in "*" as ""');

@@ -56,7 +56,7 @@ for my $round (1 .. $rounds)
 		             WHERE application_name = 'd' AND wait_event_type = 'Lock'");
 	is($storm->{holding}, $cap, "round $round: exactly the cap ($cap) of $clients first logins admitted");
 	is($storm->{exited_early}, $clients - $cap, "round $round: the others were refused");
-	is( scalar(grep { /FATAL:  too many connections for service "d"\n/ } @{ $storm->{refused} }),
+	is( scalar(grep { $_ =~ refusal_re('d') } @{ $storm->{refused} }),
 		$clients - $cap, "round $round: every refusal is ours");
 	is(status_of($node, 'd', 'connections, admitted_total, rejected_total'),
 		"$cap|$cap|" . ($clients - $cap),

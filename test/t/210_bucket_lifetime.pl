@@ -22,7 +22,7 @@ my $node = guard_node('bucket_lifetime',
 
 # a: two admitted, one refused; b: one admitted
 my @a = (hold($node, 'a'), hold($node, 'a'));
-like(hold_fails($node, app => 'a'), qr/too many connections for service "a"/,
+like(hold_fails($node, app => 'a'), refusal_re('a'),
 	'a: the third login is refused at its cap of 2');
 quit_all(@a, hold($node, 'b'));
 ok(wait_count($node, $_, 0), "$_: its sessions are gone") for qw(a b);
@@ -60,7 +60,7 @@ is(status_of($node, 'a', 'admitted_total, rejected_total, peak_connections'),
 is(status_of($node, 'b', 'admitted_total'), '1', 'b listed again: its total survived');
 is(status_of($node, 'c', 'admitted_total'), '1', 'c: its total is its own');
 @a = (hold($node, 'a'), hold($node, 'a'));
-like(hold_fails($node, app => 'a'), qr/too many connections for service "a"/,
+like(hold_fails($node, app => 'a'), refusal_re('a'),
 	'a listed again: refused at its cap');
 is(status_of($node, 'a', 'connections, admitted_total, rejected_total'),
 	'2|4|2', 'a: the new logins and the refusal are counted on a');
@@ -77,7 +77,7 @@ ok(wait_count($node, 'a', 0), 'a: released');
 set_conf($node, 'dbpool_guard.budgets' => 'c=2@1, d=1@1');
 $node->restart;
 $d = hold($node, 'd');
-like(hold_fails($node, app => 'd'), qr/too many connections for service "d"/,
+like(hold_fails($node, app => 'd'), refusal_re('d'),
 	'after a restart: d has a bucket and its cap is enforced');
 is(scalar_q($node, 'SELECT unguarded_total || \':\' || reason FROM dbpool_guard.enforcement()'),
 	'0:enforced', 'after a restart: nothing unguarded, enforced');

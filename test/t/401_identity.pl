@@ -36,38 +36,15 @@ CREATE ROLE role_b LOGIN;
 sub storm_as
 {
 	my ($user, $app, $n) = @_;
-	my @c = DbpgWire::storm(
-		[
-			map {
-				{
-					host => $node->host,
-					port => $node->port,
-					user => $user,
-					dbname => 'postgres',
-					application_name => $app
-				}
-			} 1 .. $n
-		]);
-	my ($ok, $refused, $other, @held) = (0, 0, 0);
-	for my $c (@c)
-	{
-		if ($c->{ok}) { $ok++; push @held, $c; }
-		elsif ($c->is_refusal) { $refused++; }
-		else
-		{
-			$other++;
-			diag("other outcome: $c->{error}{C} $c->{error}{M}");
-		}
-	}
-	return ($ok, $refused, $other, \@held);
+	my $t = DbpgWire::tally(wire_storm($node, $n, user => $user, application_name => $app));
+	diag("other outcome: $_") for @{ $t->{other} };
+	return (scalar(@{ $t->{ok} }), $t->{refused}, scalar(@{ $t->{other} }), $t->{ok});
 }
 
 sub close_all
 {
 	$_->close for @_;
-	$node->poll_query_until('postgres',
-		q{SELECT coalesce(sum(connections), 0) = 0 FROM dbpool_guard.status})
-	  or die "slots not released";
+	wait_released($node) or die "slots not released";
 }
 
 sub slots
