@@ -4,19 +4,26 @@
  *
  * The ClientAuthentication_hook runs after authentication, inside the
  * startup transaction, before PostgreSQL's own checks of role and
- * database connection limits.  For a session that counts, it finds the
- * service's bucket and takes a slot with one compare-and-exchange, so
- * that a bucket never exceeds its cap however many logins race; or it
- * refuses the session with FATAL 53300.  The slot is given back by a
+ * database connection limits.  For a session that counts, it goes
+ * through named steps (dbpg_client_auth): which service the session
+ * belongs to, which bucket counts it, take a slot, record the holding.
+ * A slot is taken with one compare-and-exchange, so that a bucket never
+ * exceeds its cap however many logins race; a login that finds none is
+ * refused with FATAL 53300.  The slot is given back by a
  * before_shmem_exit callback, whatever way the backend ends.
+ *
+ * Server log lines about logins are rate-limited, per service, to one a
+ * second (log_limit_pass()); a line that is written reports how many
+ * were left out.  A refusal always reaches its client: for one whose
+ * log line is left out, the emit_log_hook (dbpg_emit_log) keeps the
+ * FATAL from the server log only.  The same hook silences the messages
+ * of a configuration file read for dbpg_configured_budgets_invalid().
  *
  * IDENTIFICATION
  *		src/admission.c
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <math.h>
 
 #include "catalog/pg_authid.h"
 #include "common/ip.h"
@@ -34,6 +41,18 @@
 #include "compat.h"
 #include "dbpool_guard.h"
 
+/* What the steps of one login find out. */
+typedef struct Login
+{
+	Oid			roleid;
+	char		service[NAMEDATALEN];	/* as the session names it */
+	const DbpgBudgetEntry *entry;	/* the governing entry; NULL: no limit */
+	bool		misattributed;	/* claimed a service it is not bound to */
+	DbpgBucket *bucket;
+	int32		cap;			/* -1: counted, never limited */
+	uint32		before;			/* slots the bucket held before this login */
+} Login;
+
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -47,19 +66,6 @@ static bool suppress_refusal_log = false;
 
 /* While set, messages below WARNING go nowhere (dbpool_guard.c). */
 bool		dbpg_quiet_messages = false;
-
-int32
-dbpg_entry_threshold(const DbpgBudgetEntry *e)
-{
-	return e->threshold_ppm == DBPG_THRESHOLD_DEFAULT ?
-		dbpg_threshold_ppm : e->threshold_ppm;
-}
-
-int32
-dbpg_entry_cap(const DbpgBudgetEntry *e)
-{
-	return dbpg_cap(e->budget, dbpg_entry_threshold(e));
-}
 
 static void
 release_slot(int code, Datum arg)
@@ -118,41 +124,41 @@ note_peak(DbpgBucket *b, uint32 now_in_use)
 }
 
 /*
- * Claim the wall-clock second of now in *slot: true for exactly one caller
- * per second.  The slot only moves forward, so a backend whose now is
- * older (it waited, or was descheduled) cannot open a second again; only
- * a clock stepped back by more than a minute moves it back.
+ * The one rate limiter: may a line be logged now, at most one per period
+ * of period_secs?  True for exactly one caller per period, which gets in
+ * *suppressed how many lines were left out since the last one; the
+ * others count themselves.  The period only moves forward, so a backend
+ * whose now is older (it waited, or was descheduled) cannot open a period
+ * again; only a clock stepped back by more than a minute moves it back.
  */
 static bool
-claim_log_second(pg_atomic_uint64 *slot, TimestampTz now)
+log_limit_pass(DbpgLogLimit *l, TimestampTz now, int period_secs,
+			   uint32 *suppressed)
 {
 	uint64		second = (uint64) (now / USECS_PER_SEC);
-	uint64		last = pg_atomic_read_u64(slot);
+	uint64		last = pg_atomic_read_u64(&l->second);
 
-	/* forward; or back by more than a minute: the clock was stepped back */
-	while (second > last || second + 60 < last)
+	while (second >= last + period_secs || second + 60 < last)
 	{
-		if (pg_atomic_compare_exchange_u64(slot, &last, second))
+		if (pg_atomic_compare_exchange_u64(&l->second, &last, second))
+		{
+			*suppressed = pg_atomic_exchange_u32(&l->suppressed, 0);
 			return true;
+		}
 		/* a failed exchange refreshed last */
 	}
+	pg_atomic_fetch_add_u32(&l->suppressed, 1);
 	return false;
 }
 
-/*
- * May this refusal be written to the server log?  One line per service
- * per second; the others are counted and reported with the next line.
- */
-static bool
-refusal_log_allowed(DbpgBucket *b, TimestampTz now, uint32 *suppressed)
+/* The sentence a logged line adds about the lines left out before it. */
+static const char *
+not_logged(uint32 suppressed, const char *what)
 {
-	if (claim_log_second(&b->log_second, now))
-	{
-		*suppressed = pg_atomic_exchange_u32(&b->log_suppressed, 0);
-		return true;
-	}
-	pg_atomic_fetch_add_u32(&b->log_suppressed, 1);
-	return false;
+	if (suppressed == 0)
+		return "";
+	return psprintf(" %u similar %s were not logged in the last second.",
+					suppressed, what);
 }
 
 /*
@@ -176,37 +182,30 @@ client_addr_text(Port *port, char *buf, size_t buflen)
 	}
 }
 
-/*
- * addr: from client_addr_text(), formatted before the lock is taken.  The
- * time is read under the lock, so that the ring is in time order; an
- * enforced refusal sets the bucket's last_rejected_at there too, so that
- * it is always the newest refusal's time in the ring.
- */
-static void
-record_rejection(Port *port, const char *addr, DbpgBucket *b,
-				 uint32 connections, int32 budget, bool enforced,
-				 bool misattributed)
+/* Where a log line says the client came from. */
+static const char *
+client_origin(const char *addr)
 {
-	DbpgRejection *r;
-	TimestampTz at;
+	return addr[0] ? addr : "local socket";
+}
 
-	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
-	r = &dbpg_shared->ring[dbpg_shared->ring_next % DBPG_RING_SIZE];
-	dbpg_shared->ring_next++;
-	at = GetCurrentTimestamp();
-	if (enforced)
-		pg_atomic_write_u64(&b->last_rejected_at, (uint64) at);
-	r->at = at;
-	strlcpy(r->service, b->name, NAMEDATALEN);
-	namestrcpy(&r->user_name, port->user_name ? port->user_name : "");
-	namestrcpy(&r->database_name,
-			   port->database_name ? port->database_name : "");
-	strlcpy(r->client_addr, addr, sizeof(r->client_addr));
-	r->connections = (int32) connections;
-	r->budget = budget;
-	r->enforced = enforced;
-	r->misattributed = misattributed;
-	LWLockRelease(dbpg_shared->ring_lock);
+/* Count a refusal (or would-be refusal) and add it to the ring. */
+static void
+record_rejection(Port *port, const char *addr, const Login *l, bool enforced)
+{
+	DbpgRejection r;
+
+	memset(&r, 0, sizeof(r));
+	strlcpy(r.service, l->bucket->name, NAMEDATALEN);
+	namestrcpy(&r.user_name, port->user_name ? port->user_name : "");
+	namestrcpy(&r.database_name, port->database_name ? port->database_name : "");
+	strlcpy(r.client_addr, addr, sizeof(r.client_addr));
+	r.connections = (int32) l->before;
+	r.budget = l->entry->budget;
+	r.enforced = enforced;
+	r.misattributed = l->misattributed;
+	pg_atomic_fetch_add_u64(enforced ? &l->bucket->rejected : &l->bucket->would_reject, 1);
+	dbpg_ring_record(&r, l->bucket);
 }
 
 /*
@@ -232,108 +231,94 @@ dbpg_emit_log(ErrorData *edata)
 		prev_emit_log_hook(edata);
 }
 
+/* Is the role a member of one of the roles, as pg_hba.conf's +role? */
 static bool
-role_is_exempt(Oid roleid)
+role_in(Oid roleid, const char (*names)[DBPG_NAME_MAX + 1], int n)
 {
-	const DbpgNameList *ex = dbpg_exempt;
-
-	if (ex == NULL)
+	if (!OidIsValid(roleid))
 		return false;
-	for (int i = 0; i < ex->nnames; i++)
+	for (int i = 0; i < n; i++)
 	{
-		Oid			exempt = get_role_oid(ex->names[i], true);
+		Oid			r = get_role_oid(names[i], true);
 
-		/* as pg_hba.conf's +role: membership without superuser bypass */
-		if (OidIsValid(exempt) && is_member_of_role_nosuper(roleid, exempt))
+		/* membership without superuser bypass */
+		if (OidIsValid(r) && is_member_of_role_nosuper(roleid, r))
 			return true;
 	}
 	return false;
 }
 
+/* Refuse the login: FATAL 53300 to the client, the reason in the log. */
 static void
-refuse(Port *port, DbpgBucket *b, const char *service,
-	   const DbpgBudgetEntry *e, int32 cap, uint32 connections,
-	   bool misattributed)
+refuse(Port *port, const Login *l)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	const DbpgBudgetEntry *e = l->entry;
 	char		addr[64];
 	uint32		suppressed = 0;
 	double		threshold_pct = dbpg_entry_threshold(e) / (double) (DBPG_PPM / 100);
-	double		used_pct = e->budget > 0 ? 100.0 * connections / e->budget : 100.0;
+	double		used_pct = e->budget > 0 ? 100.0 * l->before / e->budget : 100.0;
 
 	client_addr_text(port, addr, sizeof(addr));
-	pg_atomic_fetch_add_u64(&b->rejected, 1);
-	record_rejection(port, addr, b, connections, e->budget, true,
-					 misattributed);
-
-	suppress_refusal_log = !refusal_log_allowed(b, now, &suppressed);
+	record_rejection(port, addr, l, true);
+	suppress_refusal_log = !log_limit_pass(&l->bucket->refusal_log,
+										   GetCurrentTimestamp(), 1, &suppressed);
 
 	if (e->budget == 0)
 		ereport(FATAL,
 				errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-				errmsg("too many connections for service \"%s\"", service),
+				errmsg("too many connections for service \"%s\"", l->service),
 				errdetail("Service \"%s\" has a budget of 0 connections: it may not connect.",
-						  service),
+						  l->service),
 				errdetail_log("Refused role \"%s\" on database \"%s\" from %s; service \"%s\" (bucket \"%s\") has a budget of 0.%s",
 							  port->user_name, port->database_name,
-							  addr[0] ? addr : "local socket",
-							  service, b->name,
-							  suppressed > 0 ? psprintf(" %u similar refusals were not logged in the last second.", suppressed) : ""),
+							  client_origin(addr), l->service, l->bucket->name,
+							  not_logged(suppressed, "refusals")),
 				errhint("Raise the service's budget in \"dbpool_guard.budgets\" to let it connect."));
 
 	ereport(FATAL,
 			errcode(ERRCODE_TOO_MANY_CONNECTIONS),
-			errmsg("too many connections for service \"%s\"", service),
-			errdetail("%s holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).",
-					  b == &dbpg_shared->deflt ?
-					  psprintf("Service \"%s\" is counted in the shared budget \"*\", which", service) :
-					  psprintf("Service \"%s\"", service),
-					  connections, e->budget, used_pct, cap, threshold_pct),
+			errmsg("too many connections for service \"%s\"", l->service),
+			l->bucket == &dbpg_shared->deflt ?
+			errdetail("Service \"%s\" is counted in the shared budget \"*\", which holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).",
+					  l->service, l->before, e->budget, used_pct, l->cap, threshold_pct) :
+			errdetail("Service \"%s\" holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).",
+					  l->service, l->before, e->budget, used_pct, l->cap, threshold_pct),
 			errdetail_log("Refused role \"%s\" on database \"%s\" from %s; bucket \"%s\" holds %u of %d connections (cap %d).%s",
 						  port->user_name, port->database_name,
-						  addr[0] ? addr : "local socket",
-						  b->name, connections, e->budget, cap,
-						  suppressed > 0 ? psprintf(" %u similar refusals were not logged in the last second.", suppressed) : ""),
+						  client_origin(addr), l->bucket->name, l->before,
+						  e->budget, l->cap, not_logged(suppressed, "refusals")),
 			errhint("Retry with backoff. Size the service's pool below its cap, or raise its budget in \"dbpool_guard.budgets\"."));
 }
 
+/* Monitor mode: the login was admitted over its cap; count it and say so. */
 static void
-note_would_refuse(Port *port, DbpgBucket *b, const char *service,
-				  const DbpgBudgetEntry *e, int32 cap, uint32 connections,
-				  bool misattributed)
+note_would_refuse(Port *port, const Login *l)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	uint32		suppressed = 0;
 	char		addr[64];
 
 	client_addr_text(port, addr, sizeof(addr));
-	pg_atomic_fetch_add_u64(&b->would_reject, 1);
-	record_rejection(port, addr, b, connections, e->budget, false,
-					 misattributed);
-
-	if (refusal_log_allowed(b, now, &suppressed))
-	{
+	record_rejection(port, addr, l, false);
+	if (log_limit_pass(&l->bucket->refusal_log, GetCurrentTimestamp(), 1,
+					   &suppressed))
 		ereport(LOG,
 				errmsg("dbpool_guard: would refuse connection for service \"%s\" (monitor mode)",
-					   service),
+					   l->service),
 				errdetail("Bucket \"%s\" held %u of its budget of %d connections (cap %d); role \"%s\" on database \"%s\" from %s was admitted.%s",
-						  b->name, connections, e->budget, cap,
+						  l->bucket->name, l->before, l->entry->budget, l->cap,
 						  port->user_name, port->database_name,
-						  addr[0] ? addr : "local socket",
-						  suppressed > 0 ? psprintf(" %u similar events were not logged in the last second.", suppressed) : ""));
-	}
+						  client_origin(addr), not_logged(suppressed, "events")));
 }
 
+/* The service table is full: the login is admitted without a budget. */
 static void
 note_overflow(const char *service)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	uint64		second = (uint64) (now / USECS_PER_SEC);
-	uint64		last = pg_atomic_read_u64(&dbpg_shared->last_overflow_log);
+	uint32		suppressed;
 
 	pg_atomic_fetch_add_u64(&dbpg_shared->overflow, 1);
-	if (second >= last + 60 &&
-		pg_atomic_compare_exchange_u64(&dbpg_shared->last_overflow_log, &last, second))
+	if (log_limit_pass(&dbpg_shared->overflow_log, GetCurrentTimestamp(), 60,
+					   &suppressed))
 		ereport(WARNING,
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("dbpool_guard: service table is full; admitting service \"%s\" without a budget",
@@ -344,198 +329,146 @@ note_overflow(const char *service)
 }
 
 /*
- * Find a named bucket, inserting it when a reload added the service.
- * Returns with dbpg_shared->lock held (shared, or exclusive after an
- * insert), or NULL with the lock released when the table is full.
- */
-static DbpgBucket *
-bucket_lookup_locked(const char *name)
-{
-	DbpgBucket *b;
-
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
-	if (b != NULL)
-		return b;
-	LWLockRelease(dbpg_shared->lock);
-	LWLockAcquire(dbpg_shared->lock, LW_EXCLUSIVE);
-	b = dbpg_bucket_insert(name);
-	if (b == NULL)
-		LWLockRelease(dbpg_shared->lock);
-	return b;
-}
-
-/* Is the role one of the bound roles, or a member of one? */
-static bool
-role_is_bound(Oid roleid, const DbpgBinding *bnd)
-{
-	const DbpgBindings *all = dbpg_bindings;
-	char		(*roles)[DBPG_NAME_MAX + 1] = DbpgBindingsRoles(all);
-
-	if (!OidIsValid(roleid))
-		return false;
-	for (int i = bnd->first; i < bnd->first + bnd->count; i++)
-	{
-		Oid			bound = get_role_oid(roles[i], true);
-
-		if (OidIsValid(bound) && is_member_of_role_nosuper(roleid, bound))
-			return true;
-	}
-	return false;
-}
-
-/*
  * A role claimed a bound service it is not bound to: count the claim on
  * the claimed service's row (if it has one) and log it, at most once a
  * second per service.
  */
 static void
-note_claim(Port *port, const char *service, const DbpgBudgetEntry *claimed)
+note_claim(Port *port, const Login *l)
 {
 	DbpgBucket *limiter = &dbpg_shared->deflt;
-	TimestampTz now = GetCurrentTimestamp();
+	uint32		suppressed;
+	char		addr[64];
 
-	if (claimed != NULL)
+	if (l->entry != NULL)
 	{
-		DbpgBucket *cb = bucket_lookup_locked(claimed->name);
+		DbpgBucket *cb = dbpg_bucket_get(l->entry->name);
 
 		if (cb != NULL)
 		{
 			pg_atomic_fetch_add_u64(&cb->misattributed, 1);
 			limiter = cb;
-			LWLockRelease(dbpg_shared->lock);
 		}
 	}
-
-	if (claim_log_second(&limiter->claim_log_second, now))
-	{
-		uint32		suppressed = pg_atomic_exchange_u32(&limiter->claim_log_suppressed, 0);
-		char		addr[64];
-
-		client_addr_text(port, addr, sizeof(addr));
-		ereport(LOG,
-				errmsg("dbpool_guard: role \"%s\" claimed service \"%s\" without being bound to it",
-					   port->user_name, service),
-				errdetail("The session from %s is counted in the shared budget \"*\", as \"dbpool_guard.service_roles\" binds \"%s\" to other roles.%s",
-						  addr[0] ? addr : "local socket", service,
-						  suppressed > 0 ? psprintf(" %u similar claims were not logged in the last second.", suppressed) : ""));
-	}
-	else
-		pg_atomic_fetch_add_u32(&limiter->claim_log_suppressed, 1);
+	if (!log_limit_pass(&limiter->claim_log, GetCurrentTimestamp(), 1,
+						&suppressed))
+		return;
+	client_addr_text(port, addr, sizeof(addr));
+	ereport(LOG,
+			errmsg("dbpool_guard: role \"%s\" claimed service \"%s\" without being bound to it",
+				   port->user_name, l->service),
+			errdetail("The session from %s is counted in the shared budget \"*\", as \"dbpool_guard.service_roles\" binds \"%s\" to other roles.%s",
+					  client_origin(addr), l->service,
+					  not_logged(suppressed, "claims")));
 }
 
-static void
-dbpg_client_auth(Port *port, int status)
+/*
+ * Step 0: does the session count?  Not when it failed authentication,
+ * when the guard is off, for walsenders, superusers and exempt roles.
+ */
+static bool
+session_counts(Port *port, int status, Login *l)
 {
-	char		service[NAMEDATALEN];
-	const DbpgBudgets *cfg = dbpg_budgets;
-	const DbpgBudgetEntry *e;
-	DbpgBucket *b;
-	DbpgHolding *h;
-	Oid			roleid;
-	int			idx;
-	int32		cap;
-	uint32		before = 0;
-	bool		take;
-	bool		misattributed = false;
+	const DbpgNameList *ex = dbpg_exempt;
 
-	if (prev_client_auth_hook)
-		prev_client_auth_hook(port, status);
-
-	/* act only for a session that authenticated and that counts */
 	if (status != STATUS_OK || dbpg_mode == DBPG_MODE_OFF ||
 		dbpg_shared == NULL || am_walsender)
-		return;
+		return false;
+	l->roleid = get_role_oid(port->user_name, true);
+	if (OidIsValid(l->roleid) &&
+		(superuser_arg(l->roleid) ||
+		 (ex != NULL && role_in(l->roleid, ex->names, ex->nnames))))
+		return false;
+	return true;
+}
 
-	roleid = get_role_oid(port->user_name, true);
-	if (OidIsValid(roleid) && (superuser_arg(roleid) || role_is_exempt(roleid)))
-		return;
+/*
+ * Step 1: which service, and which entry of dbpool_guard.budgets governs
+ * it.  A claim (by application_name) of a service bound to other roles
+ * counts in "*".
+ */
+static void
+which_service(Port *port, Login *l)
+{
+	const char *name = dbpg_service_key == DBPG_KEY_ROLE ?
+		port->user_name : port->application_name;
+	const DbpgBindings *bindings = dbpg_bindings;
 
-	if (dbpg_service_key == DBPG_KEY_ROLE)
-		strlcpy(service, port->user_name ? port->user_name : "", NAMEDATALEN);
+	/* application_name is cleaned to ASCII by the startup packet code; clip as pgstat does */
+	strlcpy(l->service, name ? name : "", NAMEDATALEN);
+	l->entry = l->service[0] != '\0' ? dbpg_budgets_find(dbpg_budgets, l->service) : NULL;
+	l->misattributed = false;
+
+	if (dbpg_service_key == DBPG_KEY_APPLICATION_NAME && l->service[0] != '\0' &&
+		bindings != NULL && bindings->nbindings > 0)
+	{
+		const DbpgBinding *bnd = dbpg_bindings_find(bindings, l->service);
+
+		if (bnd != NULL &&
+			!role_in(l->roleid, &DbpgBindingsRoles(bindings)[bnd->first], bnd->count))
+		{
+			l->misattributed = true;
+			note_claim(port, l);
+			l->entry = NULL;
+		}
+	}
+}
+
+/*
+ * Step 2: the bucket that counts the session, and its cap.  A service
+ * listed by a reload since its last login gets its bucket here.  false
+ * when the service table is full: the login is admitted without a budget
+ * (fail open: never refuse for our own table).
+ */
+static bool
+which_bucket(Login *l)
+{
+	const DbpgBudgets *cfg = dbpg_budgets;
+
+	if (l->entry != NULL)
+	{
+		l->bucket = dbpg_bucket_get(l->entry->name);
+		if (l->bucket == NULL)
+		{
+			note_overflow(l->service);
+			return false;
+		}
+	}
 	else
 	{
-		/* already cleaned to ASCII by the startup packet code; clip as pgstat does */
-		strlcpy(service, port->application_name ? port->application_name : "",
-				NAMEDATALEN);
-	}
-
-	e = service[0] != '\0' ? dbpg_budgets_find(cfg, service) : NULL;
-
-	/* a claim of a bound service by another role counts in "*" */
-	if (dbpg_service_key == DBPG_KEY_APPLICATION_NAME && service[0] != '\0' &&
-		dbpg_bindings != NULL && dbpg_bindings->nbindings > 0)
-	{
-		const DbpgBinding *bnd = dbpg_bindings_find(dbpg_bindings, service);
-
-		if (bnd != NULL && !role_is_bound(roleid, bnd))
-		{
-			misattributed = true;
-			note_claim(port, service, e);
-			e = NULL;
-		}
-	}
-
-	/* register the release first: registering can fail, a taken slot must not leak */
-	if (!release_registered)
-	{
-		before_shmem_exit(release_slot, (Datum) 0);
-		release_registered = true;
-	}
-
-	idx = dbpg_my_index();
-	h = (idx >= 0 && idx < dbpg_nholdings) ? &dbpg_holdings[idx] : NULL;
-
-	if (e != NULL)
-	{
-		cap = dbpg_entry_cap(e);
-
-		/* a service added by a reload is inserted here, by its first login */
-		b = bucket_lookup_locked(e->name);
-		if (b == NULL)
-		{
-			note_overflow(service);
-			return;				/* fail open: never refuse for our own table */
-		}
-		if (dbpg_mode == DBPG_MODE_ENFORCE)
-			take = bucket_try_take(b, (uint32) cap, &before);
-		else
-		{
-			before = pg_atomic_fetch_add_u32(&b->in_use, 1);
-			take = true;
-		}
-		LWLockRelease(dbpg_shared->lock);
-	}
-	else
-	{
-		b = &dbpg_shared->deflt;
+		l->bucket = &dbpg_shared->deflt;
 		if (cfg != NULL && cfg->has_default)
-		{
-			e = &cfg->deflt;
-			cap = dbpg_entry_cap(e);
-			if (dbpg_mode == DBPG_MODE_ENFORCE)
-				take = bucket_try_take(b, (uint32) cap, &before);
-			else
-			{
-				before = pg_atomic_fetch_add_u32(&b->in_use, 1);
-				take = true;
-			}
-		}
-		else
-		{
-			/* no "*" entry: counted, never limited */
-			cap = -1;
-			before = pg_atomic_fetch_add_u32(&b->in_use, 1);
-			take = true;
-		}
+			l->entry = &cfg->deflt;
 	}
+	/* no "*" entry: counted, never limited */
+	l->cap = l->entry != NULL ? dbpg_entry_cap(l->entry) : -1;
+	return true;
+}
 
-	if (!take)
-		refuse(port, b, service, e, cap, before, misattributed);	/* no return */
+/*
+ * Step 3: take a slot.  In enforce mode only below the cap; in monitor
+ * mode, and where there is no cap, always.  l->before is what the bucket
+ * held before.
+ */
+static bool
+take_slot(Login *l)
+{
+	if (l->cap >= 0 && dbpg_mode == DBPG_MODE_ENFORCE)
+		return bucket_try_take(l->bucket, (uint32) l->cap, &l->before);
+	l->before = pg_atomic_fetch_add_u32(&l->bucket->in_use, 1);
+	return true;
+}
 
-	held_bucket = b;
-	pg_atomic_fetch_add_u64(&b->admitted, 1);
-	note_peak(b, before + 1);
+/* Step 4: the slot is this backend's; record it for the views and the worker. */
+static void
+record_holding(Port *port, const Login *l)
+{
+	int			idx = dbpg_my_index();
+	DbpgHolding *h = (idx >= 0 && idx < dbpg_nholdings) ? &dbpg_holdings[idx] : NULL;
+
+	held_bucket = l->bucket;
+	pg_atomic_fetch_add_u64(&l->bucket->admitted, 1);
+	note_peak(l->bucket, l->before + 1);
 	if (h != NULL)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -544,7 +477,7 @@ dbpg_client_auth(Port *port, int status)
 		namestrcpy(&user, port->user_name);
 		SpinLockAcquire(&h->mutex);
 		h->pid = MyProcPid;
-		h->bucket = b;
+		h->bucket = l->bucket;
 		h->proc = MyProc;
 		h->proc_start = MyStartTimestamp;
 		h->admitted_at = now;
@@ -553,9 +486,36 @@ dbpg_client_auth(Port *port, int status)
 		SpinLockRelease(&h->mutex);
 		held_holding = h;
 	}
+}
 
-	if (cap >= 0 && before >= (uint32) cap)
-		note_would_refuse(port, b, service, e, cap, before, misattributed);
+static void
+dbpg_client_auth(Port *port, int status)
+{
+	Login		l;
+
+	if (prev_client_auth_hook)
+		prev_client_auth_hook(port, status);
+
+	if (!session_counts(port, status, &l))
+		return;
+	which_service(port, &l);
+
+	/* register the release first: registering can fail, a taken slot must not leak */
+	if (!release_registered)
+	{
+		before_shmem_exit(release_slot, (Datum) 0);
+		release_registered = true;
+	}
+
+	if (!which_bucket(&l))
+		return;
+	if (!take_slot(&l))
+		refuse(port, &l);		/* no return */
+	record_holding(port, &l);
+
+	/* monitor mode: admitted over the cap */
+	if (l.cap >= 0 && l.before >= (uint32) l.cap)
+		note_would_refuse(port, &l);
 }
 
 void

@@ -1,18 +1,30 @@
 /*-------------------------------------------------------------------------
  * budgets.c
- *		Parsers for dbpool_guard.budgets and dbpool_guard.exempt_roles.
+ *		Parsers for dbpool_guard.budgets, dbpool_guard.exempt_roles and
+ *		dbpool_guard.service_roles.
  *
  * libc only: no palloc, no ereport.  The GUC check hooks call these and
- * turn a false return into GUC_check_errdetail(why); the fuzz harness in
- * test/fuzz calls them directly.
+ * turn a false return into GUC_check_errdetail and GUC_check_errhint; the
+ * fuzz harness in test/fuzz calls them directly.
  *
- * Grammar of a budgets value (white space around tokens is ignored):
+ * All three values are comma-separated lists of entries, walked by one
+ * iterator (EntryIter): it splits the value at commas outside double
+ * quotes, numbers the entries from 1, keeps a printable copy of each for
+ * messages, and rejects an unterminated quote or an empty entry.  Each
+ * parser reads the fields of an entry with the iterator's cursor.
  *
- *		value	:= [ entry { "," entry } ]
+ * Grammar (white space around tokens is ignored; an empty or all-blank
+ * value is an empty list):
+ *
+ *		budgets	:= [ entry { "," entry } ]
  *		entry	:= name "=" budget [ "@" threshold ]
- *		name	:= "*" | bare | '"' { char | '""' } '"'
+ *		exempt_roles  := [ role { "," role } ]
+ *		service_roles := [ binding { "," binding } ]
+ *		binding	:= name "=" role { "|" role }
+ *		name, role := "*" | bare | '"' { char | '""' } '"'
+ *				   ("*" only as a budgets entry's name)
  *		bare	:= one or more printable ASCII characters other than
- *				   white space and  , = @ "
+ *				   white space and  , = @ "	  (and | in a role list)
  *		budget	:= digits					(0 .. max_budget)
  *		threshold := digits [ "." digits ] | "." digits	(in (0, 1],
  *				   at most six decimals)
@@ -39,25 +51,42 @@
 /* How much of an offending entry an error message quotes. */
 #define QUOTE_MAX	80
 
-typedef struct Cursor
+/*
+ * Walks the entries of a list value.  Between entry_next() calls, p..end
+ * is what is left of the current entry.
+ */
+typedef struct EntryIter
 {
-	const char *p;				/* next character */
-	const char *end;			/* end of the entry being parsed */
-} Cursor;
+	const char *next;			/* start of the next entry; NULL after the last */
+	int			entryno;		/* the current entry's number, from 1 */
+	char		quoted[QUOTE_MAX + 8];	/* its text, for messages */
+	const char *p;				/* next character of the current entry */
+	const char *end;			/* end of the current entry */
+	DbpgParseError *err;
+} EntryIter;
 
-static void set_why(char *why, size_t whylen, const char *fmt,...) DBPG_PRINTF(3, 4);
+static bool reject(DbpgParseError *err, const char *hint, const char *fmt,...) DBPG_PRINTF(3, 4);
 static void append(char *buf, size_t buflen, size_t *len, const char *fmt,...) DBPG_PRINTF(4, 5);
 
-static void
-set_why(char *why, size_t whylen, const char *fmt,...)
+/* Say why a value is rejected (and, unless hint is NULL, what to write). */
+static bool
+reject(DbpgParseError *err, const char *hint, const char *fmt,...)
 {
 	va_list		ap;
 
-	if (why == NULL || whylen == 0)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
+	vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
 	va_end(ap);
+	snprintf(err->hint, sizeof(err->hint), "%s", hint ? hint : "");
+	return false;
+}
+
+/* Reject the current entry: "Entry N ("text") <problem>." */
+static bool
+reject_entry(EntryIter *it, const char *problem, const char *hint)
+{
+	return reject(it->err, hint, "Entry %d (\"%s\") %s.", it->entryno,
+				  it->quoted, problem);
 }
 
 static bool
@@ -82,10 +111,18 @@ is_bare(char c)
 }
 
 static void
-skip_space(Cursor *c)
+skip_space(EntryIter *it)
 {
-	while (c->p < c->end && is_space(*c->p))
-		c->p++;
+	while (it->p < it->end && is_space(*it->p))
+		it->p++;
+}
+
+/* Is the cursor at character ch (white space skipped first)? */
+static bool
+at_char(EntryIter *it, char ch)
+{
+	skip_space(it);
+	return it->p < it->end && *it->p == ch;
 }
 
 /*
@@ -141,111 +178,135 @@ entry_end(const char *p)
 	return inquote ? NULL : p;
 }
 
+static void
+entries_begin(EntryIter *it, const char *value, DbpgParseError *err)
+{
+	const char *s = value ? value : "";
+
+	memset(it, 0, sizeof(*it));
+	it->err = err;
+	err->detail[0] = '\0';
+	err->hint[0] = '\0';
+	it->next = s;
+	while (*s != '\0' && is_space(*s))
+		s++;
+	if (*s == '\0')
+		it->next = NULL;		/* empty or all blank: no entries */
+}
+
 /*
- * Parse a name at the cursor into out[DBPG_NAME_MAX + 1].  *is_star tells
- * whether it was the bare "*".  On error, fills why with the reason (a
- * sentence fragment completed by the caller).
+ * Move to the next entry: 1 when there is one (the cursor at its first
+ * non-blank character), 0 after the last, -1 when it is rejected (an
+ * unterminated quote, or an empty entry).
+ */
+static int
+entry_next(EntryIter *it)
+{
+	const char *start = it->next;
+	const char *end;
+
+	if (start == NULL)
+		return 0;
+	it->entryno++;
+	end = entry_end(start);
+	if (end == NULL)
+	{
+		quote_entry(start, start + strlen(start), it->quoted, sizeof(it->quoted));
+		reject_entry(it, "has an unterminated quoted name", NULL);
+		return -1;
+	}
+	quote_entry(start, end, it->quoted, sizeof(it->quoted));
+	it->p = start;
+	it->end = end;
+	it->next = *end == '\0' ? NULL : end + 1;
+	skip_space(it);
+	if (it->p == it->end)
+	{
+		reject(it->err, NULL, "Entry %d is empty.", it->entryno);
+		return -1;
+	}
+	return 1;
+}
+
+#define NAME_TOO_LONG "has a name longer than 63 bytes (application_name is clipped to 63 bytes)"
+
+/*
+ * Read a name at the cursor into out[DBPG_NAME_MAX + 1]: bare, or in
+ * double quotes with "" for one ".  *is_star tells whether it was the
+ * bare "*" (a quoted "*" is rejected).  With pipe_ends, a bare name ends
+ * at '|' (role lists).  On error, rejects the entry and returns false.
  */
 static bool
-parse_name(Cursor *c, char *out, bool *is_star, const char **problem,
-		   bool pipe_ends)
+parse_name(EntryIter *it, char *out, bool *is_star, bool pipe_ends)
 {
 	size_t		n = 0;
 
 	*is_star = false;
-	if (c->p < c->end && *c->p == '"')
+	if (it->p < it->end && *it->p == '"')
 	{
-		c->p++;
+		it->p++;
 		for (;;)
 		{
 			char		ch;
 
-			if (c->p >= c->end)
-			{
-				*problem = "has an unterminated quoted name";
-				return false;
-			}
-			ch = *c->p++;
+			if (it->p >= it->end)
+				return reject_entry(it, "has an unterminated quoted name", NULL);
+			ch = *it->p++;
 			if (ch == '"')
 			{
-				if (c->p < c->end && *c->p == '"')
-					c->p++;		/* "" stands for one " */
+				if (it->p < it->end && *it->p == '"')
+					it->p++;	/* "" stands for one " */
 				else
 					break;
 			}
 			if (ch < ' ' || ch > '~')
-			{
-				*problem = "has a name with a character that is not printable ASCII (application_name never contains one)";
-				return false;
-			}
+				return reject_entry(it, "has a name with a character that is not printable ASCII (application_name never contains one)", NULL);
 			if (n >= DBPG_NAME_MAX)
-			{
-				*problem = "has a name longer than 63 bytes (application_name is clipped to 63 bytes)";
-				return false;
-			}
+				return reject_entry(it, NAME_TOO_LONG, NULL);
 			out[n++] = ch;
 		}
 		out[n] = '\0';
 		if (n == 0)
-		{
-			*problem = "has an empty name";
-			return false;
-		}
+			return reject_entry(it, "has an empty name", NULL);
 		if (strcmp(out, "*") == 0)
-		{
-			*problem = "has the quoted name \"*\"; write * without quotes for the shared budget of unlisted services";
-			return false;
-		}
+			return reject_entry(it, "has the quoted name \"*\"",
+								"Write * without quotes for the shared budget of unlisted services.");
 		return true;
 	}
 
-	while (c->p < c->end && is_bare(*c->p) && !(pipe_ends && *c->p == '|'))
+	while (it->p < it->end && is_bare(*it->p) && !(pipe_ends && *it->p == '|'))
 	{
 		if (n >= DBPG_NAME_MAX)
-		{
-			*problem = "has a name longer than 63 bytes (application_name is clipped to 63 bytes)";
-			return false;
-		}
-		out[n++] = *c->p++;
+			return reject_entry(it, NAME_TOO_LONG, NULL);
+		out[n++] = *it->p++;
 	}
 	out[n] = '\0';
 	if (n == 0)
 	{
-		if (c->p < c->end && !is_space(*c->p) && *c->p != '=')
-			*problem = BAD_CHAR;
-		else
-			*problem = "has an empty name";
-		return false;
+		if (it->p < it->end && !is_space(*it->p) && *it->p != '=')
+			return reject_entry(it, BAD_CHAR, NULL);
+		return reject_entry(it, "has an empty name", NULL);
 	}
-	if (c->p < c->end && !is_space(*c->p) && *c->p != '=' && *c->p != '@' &&
-		!(pipe_ends && *c->p == '|'))
-	{
-		*problem = BAD_CHAR;
-		return false;
-	}
+	if (it->p < it->end && !is_space(*it->p) && *it->p != '=' && *it->p != '@' &&
+		!(pipe_ends && *it->p == '|'))
+		return reject_entry(it, BAD_CHAR, NULL);
 	*is_star = (strcmp(out, "*") == 0);
 	return true;
 }
 
 /* Parse an unsigned integer in [0, max]. */
 static bool
-parse_budget(Cursor *c, int max_budget, int32_t *out, const char **problem)
+parse_budget(EntryIter *it, int max_budget, int32_t *out)
 {
 	long		v = 0;
 
-	if (c->p >= c->end || !is_digit(*c->p))
+	if (it->p >= it->end || !is_digit(*it->p))
+		return reject_entry(it, "has no budget: a whole number of connections from 0 to max_connections must follow \"=\"", NULL);
+	while (it->p < it->end && is_digit(*it->p))
 	{
-		*problem = "has no budget: a whole number of connections from 0 to max_connections must follow \"=\"";
-		return false;
-	}
-	while (c->p < c->end && is_digit(*c->p))
-	{
-		v = v * 10 + (*c->p++ - '0');
+		v = v * 10 + (*it->p++ - '0');
 		if (v > max_budget)
-		{
-			*problem = "has a budget larger than max_connections";
-			return false;
-		}
+			return reject_entry(it, "has a budget larger than max_connections", NULL);
 	}
 	*out = (int32_t) v;
 	return true;
@@ -253,34 +314,28 @@ parse_budget(Cursor *c, int max_budget, int32_t *out, const char **problem)
 
 /* Parse a decimal threshold in (0, 1] into parts per million, exactly. */
 static bool
-parse_threshold(Cursor *c, int32_t *out, const char **problem)
+parse_threshold(EntryIter *it, int32_t *out)
 {
 	long		whole = 0;
 	long		frac = 0;
 	int			fdigits = 0;
 	bool		any = false;
 
-	while (c->p < c->end && is_digit(*c->p))
+	while (it->p < it->end && is_digit(*it->p))
 	{
-		whole = whole * 10 + (*c->p++ - '0');
+		whole = whole * 10 + (*it->p++ - '0');
 		any = true;
 		if (whole > 1)
-		{
-			*problem = "has a threshold greater than 1";
-			return false;
-		}
+			return reject_entry(it, "has a threshold greater than 1", NULL);
 	}
-	if (c->p < c->end && *c->p == '.')
+	if (it->p < it->end && *it->p == '.')
 	{
-		c->p++;
-		while (c->p < c->end && is_digit(*c->p))
+		it->p++;
+		while (it->p < it->end && is_digit(*it->p))
 		{
 			if (fdigits == 6)
-			{
-				*problem = "has a threshold with more than six decimal places";
-				return false;
-			}
-			frac = frac * 10 + (*c->p++ - '0');
+				return reject_entry(it, "has a threshold with more than six decimal places", NULL);
+			frac = frac * 10 + (*it->p++ - '0');
 			fdigits++;
 			any = true;
 		}
@@ -288,164 +343,143 @@ parse_threshold(Cursor *c, int32_t *out, const char **problem)
 			any = false;
 	}
 	if (!any)
-	{
-		*problem = "has no threshold: a number in (0, 1] must follow \"@\"";
-		return false;
-	}
+		return reject_entry(it, "has no threshold: a number in (0, 1] must follow \"@\"", NULL);
 	while (fdigits < 6)
 	{
 		frac *= 10;
 		fdigits++;
 	}
 	if (whole * DBPG_PPM + frac > DBPG_PPM)
-	{
-		*problem = "has a threshold greater than 1";
-		return false;
-	}
+		return reject_entry(it, "has a threshold greater than 1", NULL);
 	if (whole == 0 && frac == 0)
-	{
-		*problem = "has a threshold of 0; it must be greater than 0";
-		return false;
-	}
+		return reject_entry(it, "has a threshold of 0; it must be greater than 0", NULL);
 	*out = (int32_t) (whole * DBPG_PPM + frac);
 	return true;
 }
 
-static int
-entry_cmp(const void *a, const void *b)
+/* One budgets entry: name "=" budget [ "@" threshold ]. */
+static bool
+parse_budget_entry(EntryIter *it, int max_budget, DbpgBudgetEntry *e,
+				   bool *is_star)
 {
-	return strcmp(((const DbpgBudgetEntry *) a)->name,
-				  ((const DbpgBudgetEntry *) b)->name);
+	memset(e, 0, sizeof(*e));
+	e->threshold_ppm = DBPG_THRESHOLD_DEFAULT;
+	if (!parse_name(it, e->name, is_star, false))
+		return false;
+	if (!at_char(it, '='))
+		return reject_entry(it, "has no \"=\" after the name",
+							"Write name=budget or name=budget@threshold, with a name containing white space or , = @ \" in double quotes.");
+	it->p++;
+	skip_space(it);
+	if (!parse_budget(it, max_budget, &e->budget))
+		return false;
+	if (at_char(it, '.'))
+		return reject_entry(it, "has a budget that is not a whole number of connections", NULL);
+	if (at_char(it, '@'))
+	{
+		it->p++;
+		skip_space(it);
+		if (!parse_threshold(it, &e->threshold_ppm))
+			return false;
+		skip_space(it);
+		if (it->p < it->end)
+			return reject_entry(it, "has unexpected text after the threshold",
+								"A threshold is a plain decimal such as 0.85.");
+	}
+	if (it->p < it->end)
+		return reject_entry(it, "has unexpected text after the budget", NULL);
+	return true;
+}
+
+/*
+ * Entries and bindings begin with their name: one comparison sorts both
+ * (qsort) and finds in both (bsearch, with the name as the key).
+ */
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp((const char *) a, (const char *) b);
+}
+
+/*
+ * Sort the services by name (budgets entries, or bindings when bound) and
+ * reject a service that appears twice.
+ */
+static bool
+sort_services(void *base, int n, size_t size, bool bound,
+			  DbpgParseError *err)
+{
+	const char *p = base;
+
+	qsort(base, n, size, name_cmp);
+	for (int i = 1; i < n; i++)
+	{
+		const char *name = p + i * size;
+
+		if (strcmp(p + (i - 1) * size, name) != 0)
+			continue;
+		if (bound)
+			return reject(err, NULL, "Service \"%s\" is bound more than once.", name);
+		return reject(err, NULL, "Service \"%s\" is listed more than once.", name);
+	}
+	return true;
+}
+
+/* Find a name in a sorted array of entries or bindings; NULL if absent. */
+static const void *
+find_name(const void *base, int n, size_t size, const char *name)
+{
+	return n > 0 ? bsearch(name, base, n, size, name_cmp) : NULL;
+}
+
+/* May the current entry add a service to the n already read? */
+static bool
+room_for_service(EntryIter *it, int n, int max_entries)
+{
+	if (n < max_entries)
+		return true;
+	return reject(it->err, NULL,
+				  "Entry %d (\"%s\") is one more than the %d services that dbpool_guard.max_services allows.",
+				  it->entryno, it->quoted, max_entries);
 }
 
 bool
 dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
-				   DbpgBudgets *out, char *why, size_t whylen)
+				   DbpgBudgets *out, DbpgParseError *err)
 {
-	const char *p = value ? value : "";
-	int			entryno = 0;
+	EntryIter	it;
 	int			n = 0;
-	char		quoted[QUOTE_MAX + 8];
-	const char *s;
+	int			r;
 
 	out->nentries = 0;
 	out->has_default = false;
 	memset(&out->deflt, 0, sizeof(out->deflt));
 
-	/* An empty or all-blank value means no budgets. */
-	for (s = p; *s != '\0' && is_space(*s); s++)
-		;
-	if (*s == '\0')
-		return true;
-
-	for (;;)
+	entries_begin(&it, value, err);
+	while ((r = entry_next(&it)) > 0)
 	{
-		const char *end = entry_end(p);
-		const char *problem = NULL;
-		Cursor		c;
 		DbpgBudgetEntry e;
 		bool		is_star;
 
-		entryno++;
-		if (end == NULL)
-		{
-			quote_entry(p, p + strlen(p), quoted, sizeof(quoted));
-			set_why(why, whylen, "Entry %d (\"%s\") has an unterminated quoted name.",
-					entryno, quoted);
+		if (!parse_budget_entry(&it, max_budget, &e, &is_star))
 			return false;
-		}
-		quote_entry(p, end, quoted, sizeof(quoted));
-
-		c.p = p;
-		c.end = end;
-		memset(&e, 0, sizeof(e));
-		e.threshold_ppm = DBPG_THRESHOLD_DEFAULT;
-		skip_space(&c);
-		if (c.p == c.end)
-		{
-			set_why(why, whylen, "Entry %d is empty.", entryno);
-			return false;
-		}
-		if (!parse_name(&c, e.name, &is_star, &problem, false))
-			goto bad;
-		skip_space(&c);
-		if (c.p >= c.end || *c.p != '=')
-		{
-			problem = "has no \"=\" after the name; write name=budget or name=budget@threshold, with a name containing white space or , = @ \" in double quotes";
-			goto bad;
-		}
-		c.p++;
-		skip_space(&c);
-		if (!parse_budget(&c, max_budget, &e.budget, &problem))
-			goto bad;
-		skip_space(&c);
-		if (c.p < c.end && *c.p == '.')
-		{
-			problem = "has a budget that is not a whole number of connections";
-			goto bad;
-		}
-		if (c.p < c.end && *c.p == '@')
-		{
-			c.p++;
-			skip_space(&c);
-			if (!parse_threshold(&c, &e.threshold_ppm, &problem))
-				goto bad;
-			skip_space(&c);
-			if (c.p < c.end)
-			{
-				problem = "has unexpected text after the threshold; a threshold is a plain decimal such as 0.85";
-				goto bad;
-			}
-		}
-		if (c.p < c.end)
-		{
-			problem = "has unexpected text after the budget";
-			goto bad;
-		}
-
 		if (is_star)
 		{
 			if (out->has_default)
-			{
-				set_why(why, whylen, "Entry %d (\"%s\") repeats the entry *.",
-						entryno, quoted);
-				return false;
-			}
+				return reject_entry(&it, "repeats the entry *", NULL);
 			out->has_default = true;
 			out->deflt = e;
 		}
 		else
 		{
-			if (n >= max_entries)
-			{
-				set_why(why, whylen,
-						"Entry %d (\"%s\") is one more than the %d services that dbpool_guard.max_services allows.",
-						entryno, quoted, max_entries);
+			if (!room_for_service(&it, n, max_entries))
 				return false;
-			}
 			out->entries[n++] = e;
 		}
-
-		if (*end == '\0')
-			break;
-		p = end + 1;
-		continue;
-
-bad:
-		set_why(why, whylen, "Entry %d (\"%s\") %s.", entryno, quoted, problem);
+	}
+	if (r < 0 ||
+		!sort_services(out->entries, n, sizeof(DbpgBudgetEntry), false, err))
 		return false;
-	}
-
-	qsort(out->entries, n, sizeof(DbpgBudgetEntry), entry_cmp);
-	for (int i = 1; i < n; i++)
-	{
-		if (strcmp(out->entries[i - 1].name, out->entries[i].name) == 0)
-		{
-			set_why(why, whylen, "Service \"%s\" is listed more than once.",
-					out->entries[i].name);
-			return false;
-		}
-	}
 	out->nentries = n;
 	return true;
 }
@@ -453,25 +487,7 @@ bad:
 const DbpgBudgetEntry *
 dbpg_budgets_find(const DbpgBudgets *b, const char *name)
 {
-	int			lo = 0;
-	int			hi;
-
-	if (b == NULL)
-		return NULL;
-	hi = b->nentries - 1;
-	while (lo <= hi)
-	{
-		int			mid = lo + (hi - lo) / 2;
-		int			cmp = strcmp(name, b->entries[mid].name);
-
-		if (cmp == 0)
-			return &b->entries[mid];
-		if (cmp < 0)
-			hi = mid - 1;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
+	return b ? find_name(b->entries, b->nentries, sizeof(DbpgBudgetEntry), name) : NULL;
 }
 
 /* Append to buf as snprintf would, keeping the running length. */
@@ -549,252 +565,127 @@ dbpg_budgets_format(const DbpgBudgets *b, char *buf, size_t buflen)
 
 bool
 dbpg_namelist_parse(const char *value, int max_names, DbpgNameList *out,
-					char *why, size_t whylen)
+					DbpgParseError *err)
 {
-	const char *p = value ? value : "";
-	int			entryno = 0;
-	char		quoted[QUOTE_MAX + 8];
-	const char *s;
+	EntryIter	it;
+	int			r;
 
 	out->nnames = 0;
-	for (s = p; *s != '\0' && is_space(*s); s++)
-		;
-	if (*s == '\0')
-		return true;
-
-	for (;;)
+	entries_begin(&it, value, err);
+	while ((r = entry_next(&it)) > 0)
 	{
-		const char *end = entry_end(p);
-		const char *problem = NULL;
-		Cursor		c;
 		char		name[DBPG_NAME_MAX + 1];
 		bool		is_star;
 
-		entryno++;
-		if (end == NULL)
-		{
-			quote_entry(p, p + strlen(p), quoted, sizeof(quoted));
-			set_why(why, whylen, "Entry %d (\"%s\") has an unterminated quoted name.",
-					entryno, quoted);
+		if (*it.p == '*')
+			return reject_entry(&it, "is not a role name", NULL);
+		if (!parse_name(&it, name, &is_star, false))
 			return false;
-		}
-		quote_entry(p, end, quoted, sizeof(quoted));
-		c.p = p;
-		c.end = end;
-		skip_space(&c);
-		if (c.p == c.end)
-		{
-			set_why(why, whylen, "Entry %d is empty.", entryno);
-			return false;
-		}
-		if (*c.p == '*')
-		{
-			set_why(why, whylen, "Entry %d (\"%s\") is not a role name.",
-					entryno, quoted);
-			return false;
-		}
-		if (!parse_name(&c, name, &is_star, &problem, false))
-		{
-			set_why(why, whylen, "Entry %d (\"%s\") %s.", entryno, quoted, problem);
-			return false;
-		}
-		skip_space(&c);
-		if (c.p < c.end)
-		{
-			set_why(why, whylen,
-					"Entry %d (\"%s\") has unexpected text after the name; write a role name containing white space or = @ in double quotes.",
-					entryno, quoted);
-			return false;
-		}
+		skip_space(&it);
+		if (it.p < it.end)
+			return reject_entry(&it, "has unexpected text after the name",
+								"Write a role name containing white space or = @ in double quotes.");
 		for (int i = 0; i < out->nnames; i++)
 		{
 			if (strcmp(out->names[i], name) == 0)
-			{
-				set_why(why, whylen, "Role \"%s\" is listed more than once.", name);
-				return false;
-			}
+				return reject(err, NULL, "Role \"%s\" is listed more than once.", name);
 		}
 		if (out->nnames >= max_names)
-		{
-			set_why(why, whylen, "Entry %d (\"%s\") is one more than the %d roles allowed.",
-					entryno, quoted, max_names);
-			return false;
-		}
+			return reject(err, NULL, "Entry %d (\"%s\") is one more than the %d roles allowed.",
+						  it.entryno, it.quoted, max_names);
 		memcpy(out->names[out->nnames++], name, sizeof(name));
-
-		if (*end == '\0')
-			break;
-		p = end + 1;
 	}
-	return true;
+	return r == 0;
 }
 
-static int
-binding_cmp(const void *a, const void *b)
+/*
+ * One binding: service "=" role { "|" role }.  Its roles are appended to
+ * roles[], which holds *nroles names and has room for max_roles.
+ */
+static bool
+parse_binding(EntryIter *it, DbpgBinding *bnd, char (*roles)[DBPG_NAME_MAX + 1],
+			  int *nroles, int max_roles)
 {
-	return strcmp(((const DbpgBinding *) a)->service,
-				  ((const DbpgBinding *) b)->service);
+	bool		is_star;
+
+	memset(bnd, 0, sizeof(*bnd));
+	if (!parse_name(it, bnd->service, &is_star, false))
+		return false;
+	if (is_star)
+		return reject_entry(it, "binds *, which is not a service: only named services can be bound to roles", NULL);
+	if (!at_char(it, '='))
+		return reject_entry(it, "has no \"=\" after the service",
+							"Write service=role or service=role1|role2.");
+	it->p++;
+	bnd->first = *nroles;
+	for (;;)
+	{
+		char		role[DBPG_NAME_MAX + 1];
+
+		if (at_char(it, '|') || it->p >= it->end)
+			return reject_entry(it, "has an empty role name", NULL);
+		if (!parse_name(it, role, &is_star, true))
+			return false;
+		if (is_star)
+			return reject_entry(it, "has * where a role name belongs", NULL);
+		for (int i = bnd->first; i < *nroles; i++)
+		{
+			if (strcmp(roles[i], role) == 0)
+				return reject_entry(it, "names a role more than once", NULL);
+		}
+		if (*nroles >= max_roles)
+			return reject(it->err, NULL,
+						  "Entry %d (\"%s\") names more than the %d roles allowed in all.",
+						  it->entryno, it->quoted, max_roles);
+		memcpy(roles[(*nroles)++], role, sizeof(role));
+		if (!at_char(it, '|'))
+			break;
+		it->p++;
+	}
+	if (it->p < it->end)
+		return reject_entry(it, "has unexpected text after a role name",
+							"Separate roles with |.");
+	bnd->count = *nroles - bnd->first;
+	return true;
 }
 
 bool
 dbpg_bindings_parse(const char *value, int max_entries, int max_roles,
-					DbpgBinding *bout, char (*rout)[DBPG_NAME_MAX + 1],
-					int *nb, int *nr, char *why, size_t whylen)
+					DbpgBindings *out, DbpgParseError *err)
 {
-	const char *p = value ? value : "";
-	int			entryno = 0;
-	char		quoted[QUOTE_MAX + 8];
-	const char *s;
+	/* the roles are gathered after room for max_entries, moved down at the end */
+	char		(*roles)[DBPG_NAME_MAX + 1] =
+		(char (*)[DBPG_NAME_MAX + 1]) &out->bindings[max_entries];
+	EntryIter	it;
+	int			nb = 0;
+	int			nr = 0;
+	int			r;
 
-	*nb = 0;
-	*nr = 0;
-	for (s = p; *s != '\0' && is_space(*s); s++)
-		;
-	if (*s == '\0')
-		return true;
-
-	for (;;)
+	out->nbindings = 0;
+	out->nroles = 0;
+	entries_begin(&it, value, err);
+	while ((r = entry_next(&it)) > 0)
 	{
-		const char *end = entry_end(p);
-		const char *problem = NULL;
-		Cursor		c;
 		DbpgBinding bnd;
-		bool		is_star;
 
-		entryno++;
-		if (end == NULL)
-		{
-			quote_entry(p, p + strlen(p), quoted, sizeof(quoted));
-			set_why(why, whylen, "Entry %d (\"%s\") has an unterminated quoted name.",
-					entryno, quoted);
+		if (!parse_binding(&it, &bnd, roles, &nr, max_roles) ||
+			!room_for_service(&it, nb, max_entries))
 			return false;
-		}
-		quote_entry(p, end, quoted, sizeof(quoted));
-		c.p = p;
-		c.end = end;
-		memset(&bnd, 0, sizeof(bnd));
-		skip_space(&c);
-		if (c.p == c.end)
-		{
-			set_why(why, whylen, "Entry %d is empty.", entryno);
-			return false;
-		}
-		if (!parse_name(&c, bnd.service, &is_star, &problem, false))
-			goto bad;
-		if (is_star)
-		{
-			problem = "binds *, which is not a service: only named services can be bound to roles";
-			goto bad;
-		}
-		skip_space(&c);
-		if (c.p >= c.end || *c.p != '=')
-		{
-			problem = "has no \"=\" after the service; write service=role or service=role1|role2";
-			goto bad;
-		}
-		c.p++;
-		bnd.first = *nr;
-		for (;;)
-		{
-			char		role[DBPG_NAME_MAX + 1];
-			bool		role_star;
-
-			skip_space(&c);
-			if (c.p >= c.end || *c.p == '|')
-			{
-				problem = "has an empty role name";
-				goto bad;
-			}
-			if (!parse_name(&c, role, &role_star, &problem, true))
-				goto bad;
-			if (role_star)
-			{
-				problem = "has * where a role name belongs";
-				goto bad;
-			}
-			for (int i = bnd.first; i < *nr; i++)
-			{
-				if (strcmp(rout[i], role) == 0)
-				{
-					problem = "names a role more than once";
-					goto bad;
-				}
-			}
-			if (*nr >= max_roles)
-			{
-				set_why(why, whylen, "Entry %d (\"%s\") names more than the %d roles allowed in all.",
-						entryno, quoted, max_roles);
-				return false;
-			}
-			memcpy(rout[(*nr)++], role, sizeof(role));
-			skip_space(&c);
-			if (c.p < c.end && *c.p == '|')
-			{
-				c.p++;
-				continue;
-			}
-			break;
-		}
-		if (c.p < c.end)
-		{
-			problem = "has unexpected text after a role name; separate roles with |";
-			goto bad;
-		}
-		bnd.count = *nr - bnd.first;
-		if (*nb >= max_entries)
-		{
-			set_why(why, whylen,
-					"Entry %d (\"%s\") is one more than the %d services that dbpool_guard.max_services allows.",
-					entryno, quoted, max_entries);
-			return false;
-		}
-		bout[(*nb)++] = bnd;
-
-		if (*end == '\0')
-			break;
-		p = end + 1;
-		continue;
-
-bad:
-		set_why(why, whylen, "Entry %d (\"%s\") %s.", entryno, quoted, problem);
+		out->bindings[nb++] = bnd;
+	}
+	if (r < 0 ||
+		!sort_services(out->bindings, nb, sizeof(DbpgBinding), true, err))
 		return false;
-	}
-
-	qsort(bout, *nb, sizeof(DbpgBinding), binding_cmp);
-	for (int i = 1; i < *nb; i++)
-	{
-		if (strcmp(bout[i - 1].service, bout[i].service) == 0)
-		{
-			set_why(why, whylen, "Service \"%s\" is bound more than once.",
-					bout[i].service);
-			return false;
-		}
-	}
+	out->nbindings = nb;
+	out->nroles = nr;
+	memmove(DbpgBindingsRoles(out), roles, (size_t) nr * (DBPG_NAME_MAX + 1));
 	return true;
 }
 
 const DbpgBinding *
 dbpg_bindings_find(const DbpgBindings *b, const char *service)
 {
-	int			lo = 0;
-	int			hi;
-
-	if (b == NULL)
-		return NULL;
-	hi = b->nbindings - 1;
-	while (lo <= hi)
-	{
-		int			mid = lo + (hi - lo) / 2;
-		int			cmp = strcmp(service, b->bindings[mid].service);
-
-		if (cmp == 0)
-			return &b->bindings[mid];
-		if (cmp < 0)
-			hi = mid - 1;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
+	return b ? find_name(b->bindings, b->nbindings, sizeof(DbpgBinding), service) : NULL;
 }
 
 int32_t

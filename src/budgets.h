@@ -1,9 +1,12 @@
 /*-------------------------------------------------------------------------
  * budgets.h
- *		Parsed forms of dbpool_guard.budgets and dbpool_guard.exempt_roles.
+ *		Parsed forms of dbpool_guard.budgets, dbpool_guard.exempt_roles and
+ *		dbpool_guard.service_roles, and their parsers.
  *
  * Everything here is plain C with no backend dependency, so that the
- * parsers can be fuzzed and unit-tested outside the server.
+ * parsers can be fuzzed outside the server (test/fuzz).  Each parser
+ * fills one flat block that the GUC check hook copies, at the size it
+ * used, into the setting's "extra".
  *
  * IDENTIFICATION
  *		src/budgets.h
@@ -25,9 +28,19 @@
 /* Threshold of an entry that did not give one: use dbpool_guard.threshold. */
 #define DBPG_THRESHOLD_DEFAULT	(-1)
 
+/*
+ * Why a value was rejected: a full sentence for errdetail, and what to
+ * write instead for errhint ("" when there is nothing to suggest).
+ */
+typedef struct DbpgParseError
+{
+	char		detail[256];
+	char		hint[256];
+} DbpgParseError;
+
 typedef struct DbpgBudgetEntry
 {
-	char		name[DBPG_NAME_MAX + 1];
+	char		name[DBPG_NAME_MAX + 1];	/* first: entries sort by it */
 	int32_t		budget;			/* 0 .. max_budget */
 	int32_t		threshold_ppm;	/* 1 .. DBPG_PPM, or DBPG_THRESHOLD_DEFAULT */
 } DbpgBudgetEntry;
@@ -57,12 +70,13 @@ typedef struct DbpgNameList
 	(offsetof(DbpgNameList, names) + (size_t) (n) * (DBPG_NAME_MAX + 1))
 
 /*
- * dbpool_guard.service_roles: which roles may claim a service.  The
- * bindings are sorted by service; each names roles[first .. first+count).
+ * dbpool_guard.service_roles: which roles may claim a service.  One flat
+ * block: the bindings sorted by service, then the role names; a binding
+ * names roles[first .. first+count) of DbpgBindingsRoles().
  */
 typedef struct DbpgBinding
 {
-	char		service[DBPG_NAME_MAX + 1];
+	char		service[DBPG_NAME_MAX + 1];	/* first: bindings sort by it */
 	int32_t		first;
 	int32_t		count;
 } DbpgBinding;
@@ -81,41 +95,43 @@ typedef struct DbpgBindings
 	((char (*)[DBPG_NAME_MAX + 1]) &(b)->bindings[(b)->nbindings])
 
 /*
- * Parse a budgets value into *out, which must have room for max_entries
- * named entries (DbpgBudgetsSize(max_entries)).  On failure return false
- * and write a full sentence saying why into why[whylen].
+ * The parsers.  Each fills *out, which must have room for the largest
+ * value allowed (the ...Size() macros with the limits given); on failure
+ * each returns false and says why in *err.
  */
 extern bool dbpg_budgets_parse(const char *value, int max_entries,
 							   int max_budget, DbpgBudgets *out,
-							   char *why, size_t whylen);
+							   DbpgParseError *err);
+
+/* Parse a comma-separated list of role names (exempt_roles). */
+extern bool dbpg_namelist_parse(const char *value, int max_names,
+								DbpgNameList *out, DbpgParseError *err);
+
+/*
+ * Parse a service_roles value, "service=role1|role2, ...", into *out of
+ * DbpgBindingsSize(max_entries, max_roles) bytes; the block it leaves is
+ * DbpgBindingsSize(out->nbindings, out->nroles) bytes long.
+ */
+extern bool dbpg_bindings_parse(const char *value, int max_entries,
+								int max_roles, DbpgBindings *out,
+								DbpgParseError *err);
 
 /* Find a named entry (binary search); NULL when not listed. */
 extern const DbpgBudgetEntry *dbpg_budgets_find(const DbpgBudgets *b,
 												const char *name);
 
-/*
- * Print a parsed value in canonical form (sorted, quoted where needed,
- * "*" last).  Returns the length it needed, like snprintf.
- */
-extern size_t dbpg_budgets_format(const DbpgBudgets *b, char *buf,
-								  size_t buflen);
-
-/* Parse a comma-separated list of names (exempt_roles). */
-extern bool dbpg_namelist_parse(const char *value, int max_names,
-								DbpgNameList *out, char *why, size_t whylen);
-
-/*
- * Parse a service_roles value: "service=role1|role2, ...".  Bindings go
- * to bout[max_entries], role names to rout[max_roles]; counts to *nb, *nr.
- */
-extern bool dbpg_bindings_parse(const char *value, int max_entries,
-								int max_roles, DbpgBinding *bout,
-								char (*rout)[DBPG_NAME_MAX + 1],
-								int *nb, int *nr, char *why, size_t whylen);
-
 /* Find the binding of a service (binary search); NULL when unbound. */
 extern const DbpgBinding *dbpg_bindings_find(const DbpgBindings *b,
 											 const char *service);
+
+/*
+ * Print a parsed budgets value in canonical form (sorted, quoted where
+ * needed, "*" last).  Returns the length it needed, like snprintf.  Used
+ * by the fuzz harness (test/fuzz) to check that what is parsed prints
+ * and parses back the same; the server does not call it.
+ */
+extern size_t dbpg_budgets_format(const DbpgBudgets *b, char *buf,
+								  size_t buflen);
 
 /* Cap for a budget and threshold: ceil(budget * threshold), in [1, budget]. */
 extern int32_t dbpg_cap(int32_t budget, int32_t threshold_ppm);

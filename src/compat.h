@@ -87,12 +87,18 @@ extern void _PG_init(void);
 #define dbpg_wait_event_main()	WaitEventExtensionNew("DbpoolGuardMain")
 #endif
 
-/* 18: the module magic block can carry a name and a version. */
+/*
+ * 18: the module magic block can carry a name and a version.  The version
+ * is the control file's default_version, passed in by the Makefile.
+ */
 #if PG_VERSION_NUM < 180000
 #define DBPG_MODULE_MAGIC		PG_MODULE_MAGIC
 #else
+#ifndef DBPG_VERSION
+#error "DBPG_VERSION is not set: build with the Makefile, which reads it from dbpool_guard.control"
+#endif
 #define DBPG_MODULE_MAGIC \
-	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = "1.4")
+	PG_MODULE_MAGIC_EXT(.name = "dbpool_guard", .version = DBPG_VERSION)
 #endif
 
 /*

@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
  * dbpool_guard.c
- *		Module entry point: GUCs and their check hooks, hook installation.
+ *		Module entry point: GUCs and their check hooks, what derives from
+ *		them (an entry's threshold and cap), hook installation.
  *
  * Every GUC is PGC_SIGHUP (max_services: PGC_POSTMASTER).  The check
  * hooks only parse and validate, since they also run in the postmaster;
@@ -53,48 +54,118 @@ static const struct config_enum_entry service_key_options[] = {
 	{NULL, 0, false}
 };
 
+/*
+ * The list settings (budgets, exempt_roles, service_roles) are checked
+ * alike: parse into a scratch block with room for the largest value
+ * allowed, then keep only the part used, in a block that the GUC
+ * machinery owns and frees.  A value that does not parse is rejected
+ * with the parser's reason as DETAIL and its suggestion as HINT.  A
+ * ListParser returns the size of the block it filled, 0 for a rejected
+ * value.
+ */
+typedef size_t (*ListParser) (const char *value, void *out, DbpgParseError *err);
+
+static bool
+check_list(const char *value, size_t room, ListParser parse, void **extra)
+{
+	DbpgParseError err;
+	void	   *tmp = malloc(room);
+	void	   *result = NULL;
+	size_t		used;
+
+	if (tmp == NULL)
+		goto oom;
+	used = parse(value, tmp, &err);
+	if (used == 0)
+	{
+		GUC_check_errdetail("%s", err.detail);
+		if (err.hint[0] != '\0')
+			GUC_check_errhint("%s", err.hint);
+		free(tmp);
+		return false;
+	}
+	result = dbpg_guc_malloc(used);
+	if (result != NULL)
+		memcpy(result, tmp, used);
+	free(tmp);
+	if (result == NULL)
+		goto oom;
+	*extra = result;
+	return true;
+
+oom:
+	GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+	GUC_check_errmsg("out of memory");
+	return false;
+}
+
+static size_t
+parse_budgets(const char *value, void *out, DbpgParseError *err)
+{
+	return dbpg_budgets_parse(value, dbpg_max_services, MaxConnections, out, err) ?
+		DbpgBudgetsSize(((DbpgBudgets *) out)->nentries) : 0;
+}
+
+static size_t
+parse_exempt(const char *value, void *out, DbpgParseError *err)
+{
+	return dbpg_namelist_parse(value, DBPG_MAX_EXEMPT, out, err) ?
+		DbpgNameListSize(((DbpgNameList *) out)->nnames) : 0;
+}
+
+static size_t
+parse_service_roles(const char *value, void *out, DbpgParseError *err)
+{
+	DbpgBindings *b = out;
+
+	if (!dbpg_bindings_parse(value, dbpg_max_services, DBPG_MAX_BOUND_ROLES, b, err))
+		return 0;
+	return DbpgBindingsSize(b->nbindings, b->nroles);
+}
+
+/* A hook is not told which setting it serves: one check hook each. */
 static bool
 check_budgets(char **newval, void **extra, GucSource source)
 {
-	DbpgBudgets *tmp;
-	DbpgBudgets *result;
-	char		why[256];
-
-	/* parse into a scratch block sized for the largest allowed list */
-	tmp = malloc(DbpgBudgetsSize(dbpg_max_services));
-	if (tmp == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
-		return false;
-	}
-	if (!dbpg_budgets_parse(*newval, dbpg_max_services, MaxConnections,
-							tmp, why, sizeof(why)))
-	{
-		GUC_check_errdetail("%s", why);
-		free(tmp);
-		return false;
-	}
-
-	result = dbpg_guc_malloc(DbpgBudgetsSize(tmp->nentries));
-	if (result == NULL)
-	{
-		free(tmp);
-		return false;
-	}
-	memcpy(result, tmp, DbpgBudgetsSize(tmp->nentries));
-	free(tmp);
-	*extra = result;
-	return true;
+	return check_list(*newval, DbpgBudgetsSize(dbpg_max_services),
+					  parse_budgets, extra);
 }
 
-static bool configured_budgets_invalid(void);
+static bool
+check_exempt(char **newval, void **extra, GucSource source)
+{
+	return check_list(*newval, DbpgNameListSize(DBPG_MAX_EXEMPT),
+					  parse_exempt, extra);
+}
 
+static bool
+check_service_roles(char **newval, void **extra, GucSource source)
+{
+	return check_list(*newval,
+					  DbpgBindingsSize(dbpg_max_services, DBPG_MAX_BOUND_ROLES),
+					  parse_service_roles, extra);
+}
+
+/* ... and one assign hook each, to keep the parsed block in force. */
 static void
 assign_budgets(const char *newval, void *extra)
 {
-	dbpg_budgets = (const DbpgBudgets *) extra;
+	dbpg_budgets = extra;
 }
+
+static void
+assign_exempt(const char *newval, void *extra)
+{
+	dbpg_exempt = extra;
+}
+
+static void
+assign_service_roles(const char *newval, void *extra)
+{
+	dbpg_bindings = extra;
+}
+
+static bool configured_budgets_invalid(void);
 
 /*
  * Do the configuration files (postgresql.conf with its includes, then
@@ -154,103 +225,14 @@ configured_budgets_invalid(void)
 		}
 		if (value != NULL)
 		{
-			DbpgBudgets *tmp = palloc(DbpgBudgetsSize(dbpg_max_services));
-			char		why[256];
+			DbpgParseError err;
 
-			invalid = !dbpg_budgets_parse(value, dbpg_max_services,
-										  MaxConnections, tmp, why,
-										  sizeof(why));
+			invalid = parse_budgets(value,
+									palloc(DbpgBudgetsSize(dbpg_max_services)),
+									&err) == 0;
 		}
 	}
 	return invalid;
-}
-
-static bool
-check_exempt(char **newval, void **extra, GucSource source)
-{
-	DbpgNameList *tmp;
-	DbpgNameList *result;
-	char		why[256];
-
-	tmp = malloc(DbpgNameListSize(DBPG_MAX_EXEMPT));
-	if (tmp == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
-		return false;
-	}
-	if (!dbpg_namelist_parse(*newval, DBPG_MAX_EXEMPT, tmp, why, sizeof(why)))
-	{
-		GUC_check_errdetail("%s", why);
-		free(tmp);
-		return false;
-	}
-	result = dbpg_guc_malloc(DbpgNameListSize(tmp->nnames));
-	if (result == NULL)
-	{
-		free(tmp);
-		return false;
-	}
-	memcpy(result, tmp, DbpgNameListSize(tmp->nnames));
-	free(tmp);
-	*extra = result;
-	return true;
-}
-
-static void
-assign_exempt(const char *newval, void *extra)
-{
-	dbpg_exempt = (const DbpgNameList *) extra;
-}
-
-static bool
-check_service_roles(char **newval, void **extra, GucSource source)
-{
-	DbpgBinding *bout;
-	char		(*rout)[DBPG_NAME_MAX + 1];
-	DbpgBindings *result;
-	int			nb;
-	int			nr;
-	char		why[256];
-
-	bout = malloc(sizeof(DbpgBinding) * dbpg_max_services);
-	rout = malloc((size_t) DBPG_MAX_BOUND_ROLES * (DBPG_NAME_MAX + 1));
-	if (bout == NULL || rout == NULL)
-	{
-		free(bout);
-		free(rout);
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
-		return false;
-	}
-	if (!dbpg_bindings_parse(*newval, dbpg_max_services, DBPG_MAX_BOUND_ROLES,
-							 bout, rout, &nb, &nr, why, sizeof(why)))
-	{
-		GUC_check_errdetail("%s", why);
-		free(bout);
-		free(rout);
-		return false;
-	}
-	result = dbpg_guc_malloc(DbpgBindingsSize(nb, nr));
-	if (result != NULL)
-	{
-		result->nbindings = nb;
-		result->nroles = nr;
-		memcpy(result->bindings, bout, sizeof(DbpgBinding) * nb);
-		memcpy(DbpgBindingsRoles(result), rout, (size_t) nr * (DBPG_NAME_MAX + 1));
-	}
-	free(bout);
-	free(rout);
-	if (result == NULL)
-		return false;
-	*extra = result;
-	return true;
-}
-
-static void
-assign_service_roles(const char *newval, void *extra)
-{
-	dbpg_bindings = (const DbpgBindings *) extra;
 }
 
 /* A threshold must be in (0, 1]; 0 is allowed by the range but not here. */
@@ -271,6 +253,21 @@ assign_threshold(double newval, void *extra)
 	dbpg_threshold_ppm = dbpg_ppm_from_double(newval);
 }
 
+/* The threshold of an entry: its own, or dbpool_guard.threshold. */
+int32
+dbpg_entry_threshold(const DbpgBudgetEntry *e)
+{
+	return e->threshold_ppm == DBPG_THRESHOLD_DEFAULT ?
+		dbpg_threshold_ppm : e->threshold_ppm;
+}
+
+/* The number of connections at which an entry's service is refused. */
+int32
+dbpg_entry_cap(const DbpgBudgetEntry *e)
+{
+	return dbpg_cap(e->budget, dbpg_entry_threshold(e));
+}
+
 static void
 define_gucs(void)
 {
@@ -285,8 +282,8 @@ define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("dbpool_guard.budgets",
-							   "Connection budget of each service, by application_name.",
-							   "Comma-separated entries name=budget or name=budget@threshold; \"*\" is one shared budget for all unlisted services.",
+							   "Connection budget of each service.",
+							   "Comma-separated entries name=budget or name=budget@threshold, each name a service as dbpool_guard.service_key names it; \"*\" is one shared budget for all unlisted services.",
 							   &dbpg_budgets_string,
 							   "",
 							   PGC_SIGHUP,

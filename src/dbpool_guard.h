@@ -13,7 +13,6 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/s_lock.h"
-#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
 #include "budgets.h"
@@ -55,6 +54,30 @@ typedef enum DbpgState
 	DBPG_STATE_OTHER			/* starting, fastpath, disabled */
 } DbpgState;
 
+/* The name dbpool_guard.sessions shows for a state; NULL when unknown. */
+static inline const char *
+dbpg_state_name(DbpgState s)
+{
+	switch (s)
+	{
+		case DBPG_STATE_ACTIVE:
+			return "active";
+		case DBPG_STATE_WAITING:
+			return "waiting";
+		case DBPG_STATE_IDLE:
+			return "idle";
+		case DBPG_STATE_IDLE_IN_XACT:
+			return "idle in transaction";
+		case DBPG_STATE_IDLE_IN_XACT_ABORTED:
+			return "idle in transaction (aborted)";
+		case DBPG_STATE_OTHER:
+			return "other";
+		case DBPG_STATE_UNKNOWN:
+			break;
+	}
+	return NULL;
+}
+
 /* Per-bucket figures from the last sample, written only by the worker. */
 typedef struct DbpgSample
 {
@@ -65,6 +88,26 @@ typedef struct DbpgSample
 	int32		held;			/* holdings found for this bucket */
 	TimestampTz oldest_iit_start;	/* 0 when none is idle in transaction */
 } DbpgSample;
+
+/*
+ * At most one server log line per period: a backend that claims the
+ * period logs, and reports how many lines were left out since; the
+ * others only count themselves (admission.c, log_limit_pass()).
+ */
+typedef struct DbpgLogLimit
+{
+	pg_atomic_uint64 second;	/* start of the last logged period, in s */
+	pg_atomic_uint32 suppressed;	/* lines left out since */
+} DbpgLogLimit;
+
+/* What only the worker reads and writes in a bucket (worker.c). */
+typedef struct DbpgBucketWorker
+{
+	DbpgSample	scratch;		/* the sample being taken */
+	uint64		pass;			/* last sample that visited it */
+	bool		warned;			/* above warning_threshold */
+	int			mismatches;		/* consecutive samples held != in_use */
+} DbpgBucketWorker;
 
 /*
  * A bucket: the slots and counters of one service, or of "*".  Named
@@ -83,19 +126,13 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 terminated;	/* by dbpool_guard.terminate_sessions() */
 	pg_atomic_uint64 misattributed; /* claims of this service refused trust */
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
-	pg_atomic_uint64 log_second;	/* second of the last logged refusal */
-	pg_atomic_uint32 log_suppressed;	/* refusals not logged since */
-	pg_atomic_uint64 claim_log_second;	/* same, for refused claims */
-	pg_atomic_uint32 claim_log_suppressed;
+	DbpgLogLimit refusal_log;	/* refusals and would-be refusals */
+	DbpgLogLimit claim_log;		/* refused claims of the service */
 
 	slock_t		mutex;			/* protects sample */
 	DbpgSample	sample;
 
-	/* worker-private bookkeeping, touched by the worker only */
-	DbpgSample	scratch;
-	uint64		pass;			/* last sample that visited it */
-	bool		warned;			/* above warning_threshold */
-	int			mismatches;		/* consecutive samples held != in_use */
+	DbpgBucketWorker worker;
 } DbpgBucket;
 
 /* What one admitted backend holds; indexed by the backend's slot. */
@@ -126,6 +163,10 @@ typedef struct DbpgRejection
 	bool		misattributed;	/* the session had claimed another service */
 } DbpgRejection;
 
+/*
+ * The shared block.  Its two locks are taken only in shmem.c, through the
+ * functions below: the bucket hash's, and the rejection ring's.
+ */
 typedef struct DbpgShared
 {
 	LWLock	   *lock;			/* the bucket hash */
@@ -133,7 +174,7 @@ typedef struct DbpgShared
 	int			nbuckets;		/* named buckets; under lock */
 	uint64		passes;			/* samples ever taken; the worker's */
 	pg_atomic_uint64 overflow;	/* admitted unguarded: table full */
-	pg_atomic_uint64 last_overflow_log;
+	DbpgLogLimit overflow_log;
 	pg_atomic_uint64 sampled_at;	/* TimestampTz of the last sample */
 	DbpgBucket	deflt;			/* the shared "*" bucket */
 	uint64		ring_next;		/* refusals ever recorded; under ring_lock */
@@ -156,28 +197,29 @@ extern const DbpgBindings *dbpg_bindings;	/* NULL until set */
 extern int32 dbpg_threshold_ppm;
 
 extern bool dbpg_configured_budgets_invalid(void);
+extern int32 dbpg_entry_threshold(const DbpgBudgetEntry *e);
+extern int32 dbpg_entry_cap(const DbpgBudgetEntry *e);
 
-/* admission.c: while set, messages below WARNING are not emitted */
-extern bool dbpg_quiet_messages;
-
-/* shmem.c */
+/* shmem.c: the shared block, the bucket table, the holdings, the ring */
 extern DbpgShared *dbpg_shared;
-extern HTAB *dbpg_hash;
 extern DbpgHolding *dbpg_holdings;
 extern int	dbpg_nholdings;
 extern void dbpg_shmem_init_hooks(void);
 extern void dbpg_require_shared(void);
-extern void dbpg_bucket_init(DbpgBucket *b);
-extern DbpgBucket *dbpg_bucket_insert(const char *name);
+extern DbpgBucket *dbpg_bucket_find(const char *name);
+extern DbpgBucket *dbpg_bucket_get(const char *name);
+extern void dbpg_buckets_foreach(void (*fn) (DbpgBucket *b, void *arg),
+								 void *arg);
 extern int	dbpg_unguarded_services(const DbpgBudgets *cfg);
+extern void dbpg_ring_record(DbpgRejection *r, DbpgBucket *b);
+extern uint64 dbpg_ring_copy(DbpgRejection *out);
+extern void dbpg_ring_reset(void);
 
 /* admission.c */
 extern void dbpg_admission_init(void);
-extern int32 dbpg_entry_cap(const DbpgBudgetEntry *e);
-extern int32 dbpg_entry_threshold(const DbpgBudgetEntry *e);
+extern bool dbpg_quiet_messages;	/* while set, messages below WARNING go nowhere */
 
 /* worker.c */
 extern void dbpg_register_worker(void);
-extern const char *dbpg_state_name(DbpgState s);
 
 #endif							/* DBPOOL_GUARD_H */

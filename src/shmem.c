@@ -18,14 +18,17 @@
  * a WARNING at most once a minute); a restart, or a larger max_services,
  * clears the names that are no longer listed.
  *
- * Locking:
+ * Locking: this file owns the shared block, and is the only one that
+ * names the bucket hash or takes one of the two locks of our tranche.
  *	- a bucket's counters are atomics, taken and released without a lock;
- *	- the hash of named buckets is under the first lock of our tranche:
- *	  logins look up in LW_SHARED and take their slot before letting go,
- *	  and only a miss (a service added by a reload) inserts under
- *	  LW_EXCLUSIVE, after looking again for the name;
- *	- a holding and a bucket's sample are under their own spinlocks;
- *	- the rejection ring is under the second lock.
+ *	- the hash of named buckets is under the first lock: a lookup
+ *	  (dbpg_bucket_find, dbpg_bucket_get) holds it in LW_SHARED for one
+ *	  hash probe, and only a miss of dbpg_bucket_get (a service added by
+ *	  a reload) inserts under LW_EXCLUSIVE, after looking again for the
+ *	  name; dbpg_buckets_foreach holds it shared for the whole walk, so
+ *	  its callback must be short and must not take it again;
+ *	- the rejection ring is under the second lock;
+ *	- a holding and a bucket's sample are under their own spinlocks.
  *
  * Everything is set up again by a crash restart, so every counter starts
  * from zero after any restart.
@@ -41,14 +44,17 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
 #include "dbpool_guard.h"
 
 DbpgShared *dbpg_shared = NULL;
-HTAB	   *dbpg_hash = NULL;
 DbpgHolding *dbpg_holdings = NULL;
 int			dbpg_nholdings = 0;
+
+/* The named buckets: a shared hash keyed by name (this file only). */
+static HTAB *dbpg_hash = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -72,8 +78,15 @@ dbpg_shmem_request(void)
 	RequestNamedLWLockTranche(DBPG_TRANCHE, 2);
 }
 
-void
-dbpg_bucket_init(DbpgBucket *b)
+static void
+log_limit_init(DbpgLogLimit *l)
+{
+	pg_atomic_init_u64(&l->second, 0);
+	pg_atomic_init_u32(&l->suppressed, 0);
+}
+
+static void
+bucket_init(DbpgBucket *b)
 {
 	/* the name (hash key) is already set */
 	pg_atomic_init_u32(&b->in_use, 0);
@@ -84,16 +97,11 @@ dbpg_bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->terminated, 0);
 	pg_atomic_init_u64(&b->misattributed, 0);
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
-	pg_atomic_init_u64(&b->log_second, 0);
-	pg_atomic_init_u32(&b->log_suppressed, 0);
-	pg_atomic_init_u64(&b->claim_log_second, 0);
-	pg_atomic_init_u32(&b->claim_log_suppressed, 0);
+	log_limit_init(&b->refusal_log);
+	log_limit_init(&b->claim_log);
 	SpinLockInit(&b->mutex);
 	memset(&b->sample, 0, sizeof(b->sample));
-	memset(&b->scratch, 0, sizeof(b->scratch));
-	b->pass = 0;
-	b->warned = false;
-	b->mismatches = 0;
+	memset(&b->worker, 0, sizeof(b->worker));
 }
 
 static void
@@ -118,10 +126,10 @@ dbpg_shmem_startup(void)
 		dbpg_shared->nbuckets = 0;
 		dbpg_shared->passes = 0;
 		pg_atomic_init_u64(&dbpg_shared->overflow, 0);
-		pg_atomic_init_u64(&dbpg_shared->last_overflow_log, 0);
+		log_limit_init(&dbpg_shared->overflow_log);
 		pg_atomic_init_u64(&dbpg_shared->sampled_at, 0);
 		strlcpy(dbpg_shared->deflt.name, "*", NAMEDATALEN);
-		dbpg_bucket_init(&dbpg_shared->deflt);
+		bucket_init(&dbpg_shared->deflt);
 		dbpg_shared->ring_next = 0;
 	}
 
@@ -168,33 +176,74 @@ dbpg_require_shared(void)
 }
 
 /*
- * Find or insert a named bucket.  The caller holds dbpg_shared->lock
- * exclusively.  An existing entry is always found, however full the
- * table is (a concurrent first login may have inserted it since the
- * caller's shared-lock miss); NULL only when the name is new and the
- * table is full.  Buckets are never removed: see the top comment.
+ * A named bucket, or NULL when the service has none (no counted login
+ * since the start).  Buckets are never removed: the pointer stays valid
+ * after the lock is released.
  */
 DbpgBucket *
-dbpg_bucket_insert(const char *name)
+dbpg_bucket_find(const char *name)
+{
+	DbpgBucket *b;
+
+	if (strlen(name) >= NAMEDATALEN)
+		return NULL;
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
+	LWLockRelease(dbpg_shared->lock);
+	return b;
+}
+
+/*
+ * A named bucket, inserted when a reload listed the service since its
+ * last login.  An existing bucket is always found, however full the
+ * table is (a concurrent first login may have inserted it since our
+ * shared-lock miss); NULL only when the name is new and the table is
+ * full.  name is shorter than NAMEDATALEN.
+ */
+DbpgBucket *
+dbpg_bucket_get(const char *name)
 {
 	DbpgBucket *b;
 	bool		found;
 
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
 	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
+	LWLockRelease(dbpg_shared->lock);
 	if (b != NULL)
 		return b;
-	if (dbpg_shared->nbuckets >= dbpg_max_services)
-		return NULL;
 
-	b = hash_search(dbpg_hash, name, HASH_ENTER_NULL, &found);
-	if (b == NULL)
-		return NULL;
-	if (!found)
+	LWLockAcquire(dbpg_shared->lock, LW_EXCLUSIVE);
+	b = hash_search(dbpg_hash, name, HASH_FIND, NULL);
+	if (b == NULL && dbpg_shared->nbuckets < dbpg_max_services)
 	{
-		dbpg_bucket_init(b);
-		dbpg_shared->nbuckets++;
+		b = hash_search(dbpg_hash, name, HASH_ENTER_NULL, &found);
+		if (b != NULL && !found)
+		{
+			bucket_init(b);
+			dbpg_shared->nbuckets++;
+		}
 	}
+	LWLockRelease(dbpg_shared->lock);
 	return b;
+}
+
+/*
+ * Call fn for every named bucket (not "*"), in no particular order, with
+ * the hash lock held shared: fn must be short and must not look up
+ * buckets.  Logins of known services go on meanwhile; only an insert
+ * waits.
+ */
+void
+dbpg_buckets_foreach(void (*fn) (DbpgBucket *b, void *arg), void *arg)
+{
+	HASH_SEQ_STATUS status;
+	DbpgBucket *b;
+
+	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
+	hash_seq_init(&status, dbpg_hash);
+	while ((b = hash_seq_search(&status)) != NULL)
+		fn(b, arg);
+	LWLockRelease(dbpg_shared->lock);
 }
 
 /*
@@ -219,4 +268,50 @@ dbpg_unguarded_services(const DbpgBudgets *cfg)
 	}
 	LWLockRelease(dbpg_shared->lock);
 	return n;
+}
+
+/*
+ * Add a refusal to the ring, overwriting the oldest.  r is filled but for
+ * its time, which is read under the lock so that the ring is in time
+ * order; an enforced refusal sets b's last_rejected_at there too, so that
+ * it is always the time of the newest refusal of b in the ring.
+ */
+void
+dbpg_ring_record(DbpgRejection *r, DbpgBucket *b)
+{
+	DbpgRejection *slot;
+
+	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
+	slot = &dbpg_shared->ring[dbpg_shared->ring_next % DBPG_RING_SIZE];
+	dbpg_shared->ring_next++;
+	r->at = GetCurrentTimestamp();
+	if (r->enforced)
+		pg_atomic_write_u64(&b->last_rejected_at, (uint64) r->at);
+	memcpy(slot, r, sizeof(DbpgRejection));
+	LWLockRelease(dbpg_shared->ring_lock);
+}
+
+/*
+ * Copy the ring into out[DBPG_RING_SIZE]; returns how many refusals were
+ * ever recorded (since the last reset), so the newest is at
+ * (returned - 1) % DBPG_RING_SIZE.
+ */
+uint64
+dbpg_ring_copy(DbpgRejection *out)
+{
+	uint64		next;
+
+	LWLockAcquire(dbpg_shared->ring_lock, LW_SHARED);
+	next = dbpg_shared->ring_next;
+	memcpy(out, dbpg_shared->ring, sizeof(DbpgRejection) * DBPG_RING_SIZE);
+	LWLockRelease(dbpg_shared->ring_lock);
+	return next;
+}
+
+void
+dbpg_ring_reset(void)
+{
+	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
+	dbpg_shared->ring_next = 0;
+	LWLockRelease(dbpg_shared->ring_lock);
 }

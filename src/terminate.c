@@ -180,8 +180,8 @@ parse_states(ArrayType *arr)
 				 strcmp(s, "disabled") == 0)
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("sessions in state \"%s\" cannot be terminated by dbpool_guard.terminate_sessions()", s),
-					errdetail("It ends only idle sessions, never running work: \"idle\", \"idle in transaction\" and \"idle in transaction (aborted)\"."),
+					errmsg("sessions in state \"%s\" cannot be terminated", s),
+					errdetail("Only idle sessions are ended, never running work: \"idle\", \"idle in transaction\" and \"idle in transaction (aborted)\"."),
 					errhint("To stop a running query, use pg_cancel_backend() or pg_terminate_backend() on its pid."));
 		else
 			ereport(ERROR,
@@ -234,27 +234,22 @@ collect_holdings(const char *service, Candidate *out, DbpgBucket **bucket)
 	DbpgBucket *target;
 	int			n = 0;
 
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
 	if (strcmp(service, "*") == 0)
 		target = &dbpg_shared->deflt;
 	else
 	{
 		bool		known;
 
-		target = strlen(service) < NAMEDATALEN ?
-			hash_search(dbpg_hash, service, HASH_FIND, NULL) : NULL;
+		target = dbpg_bucket_find(service);
 		known = dbpg_budgets_find(dbpg_budgets, service) != NULL ||
 			(target != NULL && pg_atomic_read_u32(&target->in_use) > 0);
 		if (!known)
-		{
-			LWLockRelease(dbpg_shared->lock);
 			ereport(ERROR,
 					errcode(ERRCODE_UNDEFINED_OBJECT),
 					errmsg("unknown service \"%s\"", service),
 					errdetail("Service \"%s\" is not listed in \"dbpool_guard.budgets\" and holds no connections.",
 							  service),
 					errhint("Name a service as dbpool_guard.status shows it; unlisted services are counted in the shared budget \"*\"."));
-		}
 	}
 
 	/* a listed service with no bucket yet has had no login: no sessions */
@@ -263,7 +258,6 @@ collect_holdings(const char *service, Candidate *out, DbpgBucket **bucket)
 		DbpgHolding *h = &dbpg_holdings[i];
 		int			pid;
 		NameData	user;
-
 		TimestampTz proc_start;
 
 		SpinLockAcquire(&h->mutex);
@@ -281,7 +275,6 @@ collect_holdings(const char *service, Candidate *out, DbpgBucket **bucket)
 		out[n].user_name = user;
 		n++;
 	}
-	LWLockRelease(dbpg_shared->lock);
 	*bucket = target;
 	return n;
 }
@@ -390,7 +383,7 @@ dbpool_guard_terminate_sessions_1_2(PG_FUNCTION_ARGS)
 		if (PG_ARGISNULL(i))
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument \"%s\" of dbpool_guard.terminate_sessions() must not be null",
+					errmsg("argument \"%s\" must not be null",
 						   argnames[i]));
 	}
 	service = text_to_cstring(PG_GETARG_TEXT_PP(0));

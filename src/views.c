@@ -18,7 +18,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
@@ -186,6 +185,22 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
+/* The copies of the named buckets that status takes. */
+typedef struct Copies
+{
+	BucketCopy *items;			/* room for max_services */
+	int			n;
+} Copies;
+
+static void
+copy_bucket_cb(DbpgBucket *b, void *arg)
+{
+	Copies	   *copies = arg;
+
+	if (copies->n < dbpg_max_services)
+		copy_bucket(b, &copies->items[copies->n++]);
+}
+
 static int
 bucket_copy_cmp(const void *a, const void *b)
 {
@@ -199,10 +214,7 @@ status_internal(FunctionCallInfo fcinfo, int ncols)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	const DbpgBudgets *cfg = dbpg_budgets;
 	TimestampTz sampled_at;
-	HASH_SEQ_STATUS status;
-	DbpgBucket *b;
-	BucketCopy *copies;
-	int			ncopies = 0;
+	Copies		copies;
 	BucketCopy	deflt;
 
 	dbpg_require_shared();
@@ -213,23 +225,17 @@ status_internal(FunctionCallInfo fcinfo, int ncols)
 
 	sampled_at = (TimestampTz) pg_atomic_read_u64(&dbpg_shared->sampled_at);
 
-	/* copy the named buckets under the shared lock, emit rows after */
-	copies = palloc(sizeof(BucketCopy) * (dbpg_max_services + 1));
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-	hash_seq_init(&status, dbpg_hash);
-	while ((b = hash_seq_search(&status)) != NULL)
-	{
-		if (ncopies < dbpg_max_services)
-			copy_bucket(b, &copies[ncopies++]);
-	}
-	LWLockRelease(dbpg_shared->lock);
+	/* copy the named buckets, emit rows after */
+	copies.items = palloc(sizeof(BucketCopy) * dbpg_max_services);
+	copies.n = 0;
+	dbpg_buckets_foreach(copy_bucket_cb, &copies);
 	copy_bucket(&dbpg_shared->deflt, &deflt);
 
 	/*
 	 * Both lists sorted by strcmp (the parser sorts the entries), then
 	 * merged: linear in services after the sort, however many are listed.
 	 */
-	qsort(copies, ncopies, sizeof(BucketCopy), bucket_copy_cmp);
+	qsort(copies.items, copies.n, sizeof(BucketCopy), bucket_copy_cmp);
 
 	/* every listed service, in name order, with or without a bucket yet */
 	for (int i = 0, j = 0; cfg != NULL && i < cfg->nentries; i++)
@@ -237,19 +243,20 @@ status_internal(FunctionCallInfo fcinfo, int ncols)
 		const DbpgBudgetEntry *e = &cfg->entries[i];
 		BucketCopy *c = NULL;
 
-		while (j < ncopies && strcmp(copies[j].name, e->name) < 0)
+		while (j < copies.n && strcmp(copies.items[j].name, e->name) < 0)
 			j++;
-		if (j < ncopies && strcmp(copies[j].name, e->name) == 0)
-			c = &copies[j];
+		if (j < copies.n && strcmp(copies.items[j].name, e->name) == 0)
+			c = &copies.items[j];
 		put_status_row(rsinfo, ncols, e->name, e, c, sampled_at);
 	}
 
 	/* services no longer listed keep a row while they hold slots */
-	for (int j = 0; j < ncopies; j++)
+	for (int j = 0; j < copies.n; j++)
 	{
-		if (copies[j].in_use > 0 && dbpg_budgets_find(cfg, copies[j].name) == NULL)
-			put_status_row(rsinfo, ncols, copies[j].name, NULL, &copies[j],
-						   sampled_at);
+		BucketCopy *c = &copies.items[j];
+
+		if (c->in_use > 0 && dbpg_budgets_find(cfg, c->name) == NULL)
+			put_status_row(rsinfo, ncols, c->name, NULL, c, sampled_at);
 	}
 
 	put_status_row(rsinfo, ncols, "*",
@@ -314,10 +321,7 @@ rejections_internal(FunctionCallInfo fcinfo, int ncols)
 			 rsinfo->setDesc->natts, ncols);
 
 	ring = palloc(sizeof(DbpgRejection) * DBPG_RING_SIZE);
-	LWLockAcquire(dbpg_shared->ring_lock, LW_SHARED);
-	next = dbpg_shared->ring_next;
-	memcpy(ring, dbpg_shared->ring, sizeof(DbpgRejection) * DBPG_RING_SIZE);
-	LWLockRelease(dbpg_shared->ring_lock);
+	next = dbpg_ring_copy(ring);
 
 	count = next < DBPG_RING_SIZE ? (int) next : DBPG_RING_SIZE;
 	for (int k = 0; k < count; k++)
@@ -434,35 +438,28 @@ dbpool_guard_budget_check_1_0(PG_FUNCTION_ARGS)
 													  values, nulls)));
 }
 
+static void
+reset_bucket(DbpgBucket *b, void *arg)
+{
+	pg_atomic_write_u64(&b->admitted, 0);
+	pg_atomic_write_u64(&b->rejected, 0);
+	pg_atomic_write_u64(&b->would_reject, 0);
+	pg_atomic_write_u64(&b->terminated, 0);
+	pg_atomic_write_u64(&b->misattributed, 0);
+	pg_atomic_write_u64(&b->last_rejected_at, 0);
+	/* a peak restarts from what is held now */
+	pg_atomic_write_u32(&b->peak, pg_atomic_read_u32(&b->in_use));
+}
+
 Datum
 dbpool_guard_reset_counters_1_0(PG_FUNCTION_ARGS)
 {
-	HASH_SEQ_STATUS status;
-	DbpgBucket *b;
-
 	dbpg_require_shared();
 
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-	hash_seq_init(&status, dbpg_hash);
-	b = &dbpg_shared->deflt;
-	do
-	{
-		pg_atomic_write_u64(&b->admitted, 0);
-		pg_atomic_write_u64(&b->rejected, 0);
-		pg_atomic_write_u64(&b->would_reject, 0);
-		pg_atomic_write_u64(&b->terminated, 0);
-		pg_atomic_write_u64(&b->misattributed, 0);
-		pg_atomic_write_u64(&b->last_rejected_at, 0);
-		/* a peak restarts from what is held now */
-		pg_atomic_write_u32(&b->peak, pg_atomic_read_u32(&b->in_use));
-	} while ((b = hash_seq_search(&status)) != NULL);
-	LWLockRelease(dbpg_shared->lock);
-
+	reset_bucket(&dbpg_shared->deflt, NULL);
+	dbpg_buckets_foreach(reset_bucket, NULL);
 	pg_atomic_write_u64(&dbpg_shared->overflow, 0);
-
-	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
-	dbpg_shared->ring_next = 0;
-	LWLockRelease(dbpg_shared->ring_lock);
+	dbpg_ring_reset();
 
 	PG_RETURN_VOID();
 }

@@ -87,29 +87,6 @@ static int	visit_size = 0;		/* max_services + 1: every bucket, and "*" */
 static uint64 pass_no = 0;		/* continues the last worker's count */
 static TimestampTz last_full_pass = 0;
 
-const char *
-dbpg_state_name(DbpgState s)
-{
-	switch (s)
-	{
-		case DBPG_STATE_ACTIVE:
-			return "active";
-		case DBPG_STATE_WAITING:
-			return "waiting";
-		case DBPG_STATE_IDLE:
-			return "idle";
-		case DBPG_STATE_IDLE_IN_XACT:
-			return "idle in transaction";
-		case DBPG_STATE_IDLE_IN_XACT_ABORTED:
-			return "idle in transaction (aborted)";
-		case DBPG_STATE_OTHER:
-			return "other";
-		case DBPG_STATE_UNKNOWN:
-			break;
-	}
-	return NULL;
-}
-
 void
 dbpg_register_worker(void)
 {
@@ -204,23 +181,23 @@ check_bucket(DbpgBucket *b, List **events, uint32 *mismatched)
 	uint32		in_use = pg_atomic_read_u32(&b->in_use);
 
 	SpinLockAcquire(&b->mutex);
-	b->sample = b->scratch;
+	b->sample = b->worker.scratch;
 	SpinLockRelease(&b->mutex);
 
 	/* holdings and slots disagree two samples running: report, never fix */
-	if ((uint32) b->scratch.held != in_use)
+	if ((uint32) b->worker.scratch.held != in_use)
 	{
-		if (++b->mismatches == 2)
+		if (++b->worker.mismatches == 2)
 			(*mismatched)++;
 	}
 	else
-		b->mismatches = 0;
+		b->worker.mismatches = 0;
 
 	if (e != NULL && e->budget > 0)
 	{
 		double		u = (double) in_use / e->budget;
-		bool		up = !b->warned && u >= dbpg_warning_threshold;
-		bool		down = b->warned && u < dbpg_warning_threshold - WARNING_HYSTERESIS;
+		bool		up = !b->worker.warned && u >= dbpg_warning_threshold;
+		bool		down = b->worker.warned && u < dbpg_warning_threshold - WARNING_HYSTERESIS;
 
 		if (up || down)
 		{
@@ -232,29 +209,32 @@ check_bucket(DbpgBucket *b, List **events, uint32 *mismatched)
 			ev->budget = e->budget;
 			ev->warn_pct = (int32) (dbpg_warning_threshold * 100 + 0.5);
 			*events = lappend(*events, ev);
-			b->warned = up;
+			b->worker.warned = up;
 		}
 	}
-	else if (b->warned)
-		b->warned = false;		/* unlisted or unlimited now: no level */
+	else if (b->worker.warned)
+		b->worker.warned = false;		/* unlisted or unlimited now: no level */
 }
 
 /* Put a bucket on this sample's list, with its scratch figures cleared. */
 static inline void
 visit_bucket(DbpgBucket *b)
 {
-	if (b->pass == pass_no)
+	if (b->worker.pass == pass_no)
 		return;
 	Assert(nvisit < visit_size);
-	b->pass = pass_no;
-	memset(&b->scratch, 0, sizeof(DbpgSample));
+	b->worker.pass = pass_no;
+	memset(&b->worker.scratch, 0, sizeof(DbpgSample));
 	visit[nvisit++] = b;
 }
 
-/*
- * Start this sample's list.  The caller holds dbpg_shared->lock, so that
- * no insert moves the hash while it is scanned.
- */
+static void
+visit_bucket_cb(DbpgBucket *b, void *arg)
+{
+	visit_bucket(b);
+}
+
+/* Start this sample's list. */
 static void
 start_visits(TimestampTz now)
 {
@@ -263,26 +243,20 @@ start_visits(TimestampTz now)
 	/* numbered across worker restarts, so that no bucket seems visited */
 	pass_no = ++dbpg_shared->passes;
 	nvisit = 0;
+	visit_bucket(&dbpg_shared->deflt);
 	if (now - last_full_pass >= FULL_PASS_USECS)
 	{
-		HASH_SEQ_STATUS status;
-		DbpgBucket *b;
-
 		last_full_pass = now;
-		visit_bucket(&dbpg_shared->deflt);
-		hash_seq_init(&status, dbpg_hash);
-		while ((b = hash_seq_search(&status)) != NULL)
-			visit_bucket(b);
+		dbpg_buckets_foreach(visit_bucket_cb, NULL);
 		return;
 	}
 
 	/* the last list, less the buckets that are quiet and published zeros */
-	visit_bucket(&dbpg_shared->deflt);
 	for (int i = 0; i < last; i++)
 	{
 		DbpgBucket *b = visit[i];
 
-		if (b->sample.held > 0 || b->warned || b->mismatches > 0)
+		if (b->sample.held > 0 || b->worker.warned || b->worker.mismatches > 0)
 			visit_bucket(b);
 	}
 }
@@ -314,9 +288,6 @@ take_sample(void)
 				   l->backendStatus.st_state_start_timestamp);
 	}
 
-	/* shared: logins keep going; only an insert waits for this pass */
-	LWLockAcquire(dbpg_shared->lock, LW_SHARED);
-
 	start_visits(now);
 
 	for (int i = 0; i < dbpg_nholdings; i++)
@@ -342,7 +313,7 @@ take_sample(void)
 			continue;
 
 		visit_bucket(hb);
-		sc = &hb->scratch;
+		sc = &hb->worker.scratch;
 		sc->held++;
 		pe = pidmap_get(pid);
 		if (pe == NULL)
@@ -384,18 +355,16 @@ take_sample(void)
 	for (int i = 0; i < nvisit; i++)
 		check_bucket(visit[i], &events, &mismatched);
 
-	LWLockRelease(dbpg_shared->lock);
-
 	pg_atomic_write_u64(&dbpg_shared->sampled_at, (uint64) now);
 	pgstat_clear_backend_activity_snapshot();
 
-	/* log after letting go of the lock */
 	foreach(lc, events)
 	{
 		LogEvent   *ev = lfirst(lc);
 
 		if (ev->up)
 			ereport(WARNING,
+					errcode(ERRCODE_WARNING),
 					errmsg("dbpool_guard: service \"%s\" is at %.0f%% of its budget (%u of %d connections), at or above the warning level of %d%%",
 						   ev->name, 100.0 * ev->in_use / ev->budget,
 						   ev->in_use, ev->budget, ev->warn_pct));
@@ -410,6 +379,7 @@ take_sample(void)
 	{
 		last_mismatch_log = now;
 		ereport(WARNING,
+				errcode(ERRCODE_INTERNAL_ERROR),
 				errmsg("dbpool_guard: holdings disagree with live backends"),
 				errdetail("%u admitted sessions were not found among live backends; %u services hold a different number of slots than of recorded sessions.",
 						  missing, mismatched),
@@ -474,18 +444,20 @@ log_configuration(void)
 	}
 
 	ereport(LOG,
-			errmsg("dbpool_guard: mode \"%s\", service key \"%s\", %d budgets (total %lld of %d available connections), default threshold %g, warning threshold %g, %d services bound to roles, exempt roles: %s",
-				   mode,
-				   dbpg_service_key == DBPG_KEY_ROLE ? "role" : "application_name",
-				   nbudgets, (long long) total, available,
-				   dbpg_threshold, dbpg_warning_threshold, nbound, roles.data));
+			errmsg("dbpool_guard: mode \"%s\", %d budgets in force", mode, nbudgets),
+			errdetail("Service key \"%s\". Budgets total %lld of %d available connections. Default threshold %g, warning threshold %g. %d services bound to roles. Exempt roles: %s.",
+					  dbpg_service_key == DBPG_KEY_ROLE ? "role" : "application_name",
+					  (long long) total, available, dbpg_threshold,
+					  dbpg_warning_threshold, nbound, roles.data));
 
 	if (missing.len > 0)
 		ereport(WARNING,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("dbpool_guard: exempt roles that do not exist: %s", missing.data),
 				errdetail("They exempt nobody until they are created."));
 	if (unbound.len > 0)
 		ereport(WARNING,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("dbpool_guard: roles in \"dbpool_guard.service_roles\" that do not exist: %s",
 					   unbound.data),
 				errdetail("They can claim nothing until they are created."));
@@ -495,15 +467,18 @@ log_configuration(void)
 
 	if (nbudgets == 0 && dbpg_configured_budgets_invalid())
 		ereport(WARNING,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("dbpool_guard: no budgets are in force"),
 				errdetail("The value of \"dbpool_guard.budgets\" in the configuration was rejected: sessions are counted but never refused."),
 				errhint("An earlier log line says why. Correct the value and reload the configuration."));
 	else if (nbudgets == 0)
 		ereport(WARNING,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("dbpool_guard: no budgets are in force"),
 				errdetail("\"dbpool_guard.budgets\" is empty: sessions are counted but never refused."));
 	if (dbpg_mode != DBPG_MODE_ENFORCE)
 		ereport(WARNING,
+				errcode(ERRCODE_WARNING),
 				errmsg("dbpool_guard: budgets are not enforced: \"dbpool_guard.mode\" is \"%s\"", mode),
 				errdetail("%s",
 						  dbpg_mode == DBPG_MODE_MONITOR ?
@@ -511,6 +486,7 @@ log_configuration(void)
 						  "Sessions are neither counted nor refused."));
 	if (nbudgets > 0 && total > available)
 		ereport(WARNING,
+				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("dbpool_guard: budgets are oversubscribed: total %lld exceeds the %d available connections",
 					   (long long) total, available),
 				errdetail("max_connections is %d, of which %d are reserved.",

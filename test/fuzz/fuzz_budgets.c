@@ -16,7 +16,8 @@
  * no leak", each parse is checked for:
  *
  *	- a rejected value: a reason that is one printable ASCII sentence
- *	  (it becomes the errdetail of the GUC error), whatever the input;
+ *	  (it becomes the errdetail of the GUC error), and a hint that is
+ *	  empty or one such sentence (the errhint), whatever the input;
  *	- an accepted value: the invariants the server relies on (names of
  *	  1..63 printable ASCII bytes, sorted and unique, budgets and
  *	  thresholds in range, dbpg_budgets_find finds every entry);
@@ -52,9 +53,6 @@
 #define MAX_EXEMPT		64
 #define MAX_BOUND_ROLES	1024
 #define BINDING_ENTRIES	16
-/* The server's reason buffer (check_budgets), and a tiny one. */
-#define WHY_LEN			256
-#define WHY_TINY		7
 
 static const char *current_input;
 
@@ -104,17 +102,27 @@ check_name(const char *name, const char *what)
 	CHECK(printable(name), "%s \"%s\" is not printable ASCII", what, name);
 }
 
-/* A rejection's reason: one printable sentence that fits its buffer. */
+/* One printable sentence that fits its buffer (a reason or a hint). */
 static void
-check_why(const char *why, size_t whylen, const char *what)
+check_sentence(const char *text, size_t len_max, const char *what)
 {
-	size_t		len = strnlen(why, whylen);
+	size_t		len = strnlen(text, len_max);
 
-	CHECK(len < whylen, "%s: reason not terminated within %zu bytes", what, whylen);
-	CHECK(len > 0, "%s: rejected without a reason", what);
-	CHECK(printable(why), "%s: reason is not printable ASCII: \"%s\"", what, why);
-	if (whylen == WHY_LEN && len < WHY_LEN - 1)
-		CHECK(why[len - 1] == '.', "%s: reason is not a sentence: \"%s\"", what, why);
+	CHECK(len < len_max, "%s: not terminated within %zu bytes", what, len_max);
+	CHECK(len > 0, "%s: empty", what);
+	CHECK(printable(text), "%s: not printable ASCII: \"%s\"", what, text);
+	CHECK(text[0] >= 'A' && text[0] <= 'Z', "%s: not a sentence: \"%s\"", what, text);
+	if (len < len_max - 1)
+		CHECK(text[len - 1] == '.', "%s: not a sentence: \"%s\"", what, text);
+}
+
+/* A rejection: a reason, and a hint or none. */
+static void
+check_error(const DbpgParseError *err, const char *what)
+{
+	check_sentence(err->detail, sizeof(err->detail), what);
+	if (err->hint[0] != '\0')
+		check_sentence(err->hint, sizeof(err->hint), what);
 }
 
 static void
@@ -222,24 +230,10 @@ static void
 fuzz_budgets(const char *value, int max_entries, int max_budget)
 {
 	DbpgBudgets *b = xmalloc(DbpgBudgetsSize(max_entries));
-	char	   *why = xmalloc(WHY_LEN);
-	char	   *tiny = xmalloc(WHY_TINY);
-	bool		ok = dbpg_budgets_parse(value, max_entries, max_budget, b, why, WHY_LEN);
-	bool		ok_tiny;
+	DbpgParseError err;
 
-	/* the reason's buffer size changes nothing but the reason */
-	{
-		DbpgBudgets *b2 = xmalloc(DbpgBudgetsSize(max_entries));
-
-		ok_tiny = dbpg_budgets_parse(value, max_entries, max_budget, b2, tiny, WHY_TINY);
-		CHECK(ok == ok_tiny, "the result depends on the size of the reason buffer");
-		if (!ok)
-			check_why(tiny, WHY_TINY, "budgets (tiny reason buffer)");
-		free(b2);
-	}
-
-	if (!ok)
-		check_why(why, WHY_LEN, "budgets");
+	if (!dbpg_budgets_parse(value, max_entries, max_budget, b, &err))
+		check_error(&err, "budgets");
 	else
 	{
 		char	   *printed;
@@ -248,8 +242,8 @@ fuzz_budgets(const char *value, int max_entries, int max_budget)
 
 		check_budgets(b, max_entries, max_budget);
 		printed = print_budgets(b);
-		CHECK(dbpg_budgets_parse(printed, max_entries, max_budget, r, why, WHY_LEN),
-			  "the printed value does not parse: %s (%s)", printed, why);
+		CHECK(dbpg_budgets_parse(printed, max_entries, max_budget, r, &err),
+			  "the printed value does not parse: %s (%s)", printed, err.detail);
 		CHECK(r->nentries == b->nentries && r->has_default == b->has_default,
 			  "round trip: %d entries%s became %d entries%s (printed: %s)",
 			  (int) b->nentries, b->has_default ? " and *" : "",
@@ -265,8 +259,6 @@ fuzz_budgets(const char *value, int max_entries, int max_budget)
 		free(printed);
 		free(r);
 	}
-	free(tiny);
-	free(why);
 	free(b);
 }
 
@@ -289,10 +281,10 @@ static void
 fuzz_namelist(const char *value, int max_names)
 {
 	DbpgNameList *l = xmalloc(DbpgNameListSize(max_names));
-	char	   *why = xmalloc(WHY_LEN);
+	DbpgParseError err;
 
-	if (!dbpg_namelist_parse(value, max_names, l, why, WHY_LEN))
-		check_why(why, WHY_LEN, "exempt_roles");
+	if (!dbpg_namelist_parse(value, max_names, l, &err))
+		check_error(&err, "exempt_roles");
 	else
 	{
 		DbpgNameList *r = xmalloc(DbpgNameListSize(max_names));
@@ -320,8 +312,8 @@ fuzz_namelist(const char *value, int max_names)
 			pos = put_quoted(printed, pos, l->names[i]);
 		}
 		printed[pos] = '\0';
-		CHECK(dbpg_namelist_parse(printed, max_names, r, why, WHY_LEN),
-			  "the printed list does not parse: %s (%s)", printed, why);
+		CHECK(dbpg_namelist_parse(printed, max_names, r, &err),
+			  "the printed list does not parse: %s (%s)", printed, err.detail);
 		CHECK(r->nnames == l->nnames, "round trip: %d names became %d (printed: %s)",
 			  (int) l->nnames, (int) r->nnames, printed);
 		for (int i = 0; i < l->nnames; i++)
@@ -330,28 +322,23 @@ fuzz_namelist(const char *value, int max_names)
 		free(printed);
 		free(r);
 	}
-	free(why);
 	free(l);
 }
 
 static void
 fuzz_bindings(const char *value, int max_entries, int max_roles)
 {
-	DbpgBinding *bout = xmalloc(sizeof(DbpgBinding) * max_entries);
-	char		(*rout)[DBPG_NAME_MAX + 1] = xmalloc((size_t) max_roles * (DBPG_NAME_MAX + 1));
-	char	   *why = xmalloc(WHY_LEN);
-	int			nb = -1;
-	int			nr = -1;
+	DbpgBindings *b = xmalloc(DbpgBindingsSize(max_entries, max_roles));
+	DbpgParseError err;
 
-	if (!dbpg_bindings_parse(value, max_entries, max_roles, bout, rout, &nb, &nr,
-							 why, WHY_LEN))
-		check_why(why, WHY_LEN, "service_roles");
+	if (!dbpg_bindings_parse(value, max_entries, max_roles, b, &err))
+		check_error(&err, "service_roles");
 	else
 	{
-		DbpgBinding *bout2 = xmalloc(sizeof(DbpgBinding) * max_entries);
-		char		(*rout2)[DBPG_NAME_MAX + 1] = xmalloc((size_t) max_roles * (DBPG_NAME_MAX + 1));
-		int			nb2;
-		int			nr2;
+		DbpgBindings *r = xmalloc(DbpgBindingsSize(max_entries, max_roles));
+		int			nb = b->nbindings;
+		int			nr = b->nroles;
+		char		(*roles)[DBPG_NAME_MAX + 1] = DbpgBindingsRoles(b);
 		int			total = 0;
 		char	   *printed;
 		size_t		pos = 0;
@@ -360,44 +347,42 @@ fuzz_bindings(const char *value, int max_entries, int max_roles)
 			  "%d bindings, %d roles", nb, nr);
 		for (int i = 0; i < nb; i++)
 		{
-			const DbpgBinding *bnd = &bout[i];
+			const DbpgBinding *bnd = &b->bindings[i];
 
 			check_name(bnd->service, "a bound service");
 			CHECK(strcmp(bnd->service, "*") != 0, "\"*\" is bound");
 			if (i > 0)
-				CHECK(strcmp(bout[i - 1].service, bnd->service) < 0,
+				CHECK(strcmp(b->bindings[i - 1].service, bnd->service) < 0,
 					  "bindings not strictly sorted");
 			CHECK(bnd->count >= 1 && bnd->first >= 0 && bnd->first + bnd->count <= nr,
 				  "binding \"%s\" has roles [%d, +%d) of %d", bnd->service,
 				  (int) bnd->first, (int) bnd->count, nr);
+			CHECK(dbpg_bindings_find(b, bnd->service) == bnd,
+				  "bindings_find(\"%s\") misses", bnd->service);
 			total += bnd->count;
 			for (int j = bnd->first; j < bnd->first + bnd->count; j++)
 			{
-				check_name(rout[j], "a bound role");
+				check_name(roles[j], "a bound role");
 				for (int k = bnd->first; k < j; k++)
-					CHECK(strcmp(rout[j], rout[k]) != 0, "role \"%s\" bound twice to \"%s\"",
-						  rout[j], bnd->service);
+					CHECK(strcmp(roles[j], roles[k]) != 0, "role \"%s\" bound twice to \"%s\"",
+						  roles[j], bnd->service);
 			}
 		}
 		CHECK(total == nr, "bindings name %d roles, %d were stored", total, nr);
+		CHECK(dbpg_bindings_find(b, "") == NULL, "bindings_find(\"\") found something");
 
-		/* the flat block check_service_roles builds; find every binding in it */
+		/*
+		 * The block the check hook keeps is the first DbpgBindingsSize(nb,
+		 * nr) bytes: a copy of exactly that size must read the same.
+		 */
 		{
 			DbpgBindings *flat = xmalloc(DbpgBindingsSize(nb, nr));
 
-			flat->nbindings = nb;
-			flat->nroles = nr;
-			memcpy(flat->bindings, bout, sizeof(DbpgBinding) * nb);
-			memcpy(DbpgBindingsRoles(flat), rout, (size_t) nr * (DBPG_NAME_MAX + 1));
+			memcpy(flat, b, DbpgBindingsSize(nb, nr));
 			for (int i = 0; i < nb; i++)
-			{
-				const DbpgBinding *f = dbpg_bindings_find(flat, bout[i].service);
-
-				CHECK(f == &flat->bindings[i], "bindings_find(\"%s\") misses", bout[i].service);
-				CHECK(strcmp(DbpgBindingsRoles(flat)[f->first], rout[bout[i].first]) == 0,
-					  "the flat block lost a role of \"%s\"", bout[i].service);
-			}
-			CHECK(dbpg_bindings_find(flat, "") == NULL, "bindings_find(\"\") found something");
+				CHECK(strcmp(DbpgBindingsRoles(flat)[flat->bindings[i].first],
+							 roles[b->bindings[i].first]) == 0,
+					  "the kept block lost a role of \"%s\"", b->bindings[i].service);
 			free(flat);
 		}
 
@@ -411,37 +396,35 @@ fuzz_bindings(const char *value, int max_entries, int max_roles)
 				printed[pos++] = ',';
 				printed[pos++] = ' ';
 			}
-			pos = put_quoted(printed, pos, bout[i].service);
+			pos = put_quoted(printed, pos, b->bindings[i].service);
 			printed[pos++] = '=';
-			for (int j = bout[i].first; j < bout[i].first + bout[i].count; j++)
+			for (int j = b->bindings[i].first; j < b->bindings[i].first + b->bindings[i].count; j++)
 			{
-				if (j > bout[i].first)
+				if (j > b->bindings[i].first)
 					printed[pos++] = '|';
-				pos = put_quoted(printed, pos, rout[j]);
+				pos = put_quoted(printed, pos, roles[j]);
 			}
 		}
 		printed[pos] = '\0';
-		CHECK(dbpg_bindings_parse(printed, max_entries, max_roles, bout2, rout2,
-								  &nb2, &nr2, why, WHY_LEN),
-			  "the printed bindings do not parse: %s (%s)", printed, why);
-		CHECK(nb2 == nb && nr2 == nr, "round trip: %d/%d became %d/%d (printed: %s)",
-			  nb, nr, nb2, nr2, printed);
+		CHECK(dbpg_bindings_parse(printed, max_entries, max_roles, r, &err),
+			  "the printed bindings do not parse: %s (%s)", printed, err.detail);
+		CHECK(r->nbindings == nb && r->nroles == nr,
+			  "round trip: %d/%d became %d/%d (printed: %s)",
+			  nb, nr, (int) r->nbindings, (int) r->nroles, printed);
 		for (int i = 0; i < nb; i++)
 		{
-			CHECK(strcmp(bout[i].service, bout2[i].service) == 0 &&
-				  bout[i].count == bout2[i].count,
-				  "round trip changed binding \"%s\"", bout[i].service);
-			for (int j = 0; j < bout[i].count; j++)
-				CHECK(strcmp(rout[bout[i].first + j], rout2[bout2[i].first + j]) == 0,
-					  "round trip changed a role of \"%s\"", bout[i].service);
+			CHECK(strcmp(b->bindings[i].service, r->bindings[i].service) == 0 &&
+				  b->bindings[i].count == r->bindings[i].count,
+				  "round trip changed binding \"%s\"", b->bindings[i].service);
+			for (int j = 0; j < b->bindings[i].count; j++)
+				CHECK(strcmp(roles[b->bindings[i].first + j],
+							 DbpgBindingsRoles(r)[r->bindings[i].first + j]) == 0,
+					  "round trip changed a role of \"%s\"", b->bindings[i].service);
 		}
 		free(printed);
-		free(rout2);
-		free(bout2);
+		free(r);
 	}
-	free(why);
-	free(rout);
-	free(bout);
+	free(b);
 }
 
 /* Numbers: thresholds from doubles (GUC reals) and caps. */
