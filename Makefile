@@ -31,7 +31,11 @@ TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 EXTRA_CLEAN = tmp_regress tmp_check test/bench/pgstorm
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# The library's version (PostgreSQL 18's module magic block shows it) is
+# the control file's default_version, read next to this Makefile.
+DBPG_VERSION := $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" \
+	$(dir $(firstword $(MAKEFILE_LIST)))dbpool_guard.control)
+PG_CPPFLAGS = -I$(srcdir)/src -DDBPG_VERSION='"$(DBPG_VERSION)"'
 ifdef WERROR
 PG_CFLAGS += -Werror
 endif

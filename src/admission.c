@@ -12,9 +12,10 @@
  * refused with FATAL 53300.  The slot is given back by a
  * before_shmem_exit callback, whatever way the backend ends.
  *
- * Server log lines about logins are rate-limited, per service, to one a
- * second (log_limit_pass()); a line that is written reports how many
- * were left out.  A refusal always reaches its client: for one whose
+ * Server log lines about logins go through one rate limiter
+ * (log_limit_pass()): refusals, would-be refusals and refused claims at
+ * most once a second per service, each line saying how many were left
+ * out since the last; the "table full" WARNING at most once a minute.  A refusal always reaches its client: for one whose
  * log line is left out, the emit_log_hook (dbpg_emit_log) keeps the
  * FATAL from the server log only.  The same hook silences the messages
  * of a configuration file read for dbpg_configured_budgets_invalid().
@@ -151,7 +152,11 @@ log_limit_pass(DbpgLogLimit *l, TimestampTz now, int period_secs,
 	return false;
 }
 
-/* The sentence a logged line adds about the lines left out before it. */
+/*
+ * The sentence a logged line adds about the lines left out since the last
+ * one logged (with a one-second period, in the last second unless the
+ * service was quiet).
+ */
 static const char *
 not_logged(uint32 suppressed, const char *what)
 {
@@ -310,11 +315,15 @@ note_would_refuse(Port *port, const Login *l)
 						  client_origin(addr), not_logged(suppressed, "events")));
 }
 
-/* The service table is full: the login is admitted without a budget. */
+/*
+ * The service table is full: the login is admitted without a budget.
+ * Every such login is counted (enforcement().unguarded_total); the
+ * WARNING is logged at most once a minute, server-wide.
+ */
 static void
 note_overflow(const char *service)
 {
-	uint32		suppressed;
+	uint32		suppressed;		/* not reported: the counter has them all */
 
 	pg_atomic_fetch_add_u64(&dbpg_shared->overflow, 1);
 	if (log_limit_pass(&dbpg_shared->overflow_log, GetCurrentTimestamp(), 60,

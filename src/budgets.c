@@ -62,6 +62,7 @@ typedef struct EntryIter
 	char		quoted[QUOTE_MAX + 8];	/* its text, for messages */
 	const char *p;				/* next character of the current entry */
 	const char *end;			/* end of the current entry */
+	const char *star_hint;		/* what to say of a quoted "*", or NULL */
 	DbpgParseError *err;
 } EntryIter;
 
@@ -269,8 +270,7 @@ parse_name(EntryIter *it, char *out, bool *is_star, bool pipe_ends)
 		if (n == 0)
 			return reject_entry(it, "has an empty name", NULL);
 		if (strcmp(out, "*") == 0)
-			return reject_entry(it, "has the quoted name \"*\"",
-								"Write * without quotes for the shared budget of unlisted services.");
+			return reject_entry(it, "has the quoted name \"*\"", it->star_hint);
 		return true;
 	}
 
@@ -456,6 +456,7 @@ dbpg_budgets_parse(const char *value, int max_entries, int max_budget,
 	memset(&out->deflt, 0, sizeof(out->deflt));
 
 	entries_begin(&it, value, err);
+	it.star_hint = "Write * without quotes for the shared budget of unlisted services.";
 	while ((r = entry_next(&it)) > 0)
 	{
 		DbpgBudgetEntry e;

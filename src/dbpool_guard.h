@@ -90,9 +90,9 @@ typedef struct DbpgSample
 } DbpgSample;
 
 /*
- * At most one server log line per period: a backend that claims the
- * period logs, and reports how many lines were left out since; the
- * others only count themselves (admission.c, log_limit_pass()).
+ * At most one server log line per period: the backend that claims the
+ * period logs, and learns how many lines were left out since the last
+ * one; the others only count themselves (admission.c, log_limit_pass()).
  */
 typedef struct DbpgLogLimit
 {

@@ -444,8 +444,10 @@ log_configuration(void)
 	}
 
 	ereport(LOG,
-			errmsg("dbpool_guard: mode \"%s\", %d budgets in force", mode, nbudgets),
-			errdetail("Service key \"%s\". Budgets total %lld of %d available connections. Default threshold %g, warning threshold %g. %d services bound to roles. Exempt roles: %s.",
+			errmsg_plural("dbpool_guard: mode \"%s\", %d budget in force",
+						  "dbpool_guard: mode \"%s\", %d budgets in force",
+						  nbudgets, mode, nbudgets),
+			errdetail("The service key is \"%s\". The budgets total %lld of %d available connections. The default threshold is %g, the warning threshold %g. Services bound to roles: %d. Exempt roles: %s.",
 					  dbpg_service_key == DBPG_KEY_ROLE ? "role" : "application_name",
 					  (long long) total, available, dbpg_threshold,
 					  dbpg_warning_threshold, nbound, roles.data));
@@ -473,7 +475,7 @@ log_configuration(void)
 				errhint("An earlier log line says why. Correct the value and reload the configuration."));
 	else if (nbudgets == 0)
 		ereport(WARNING,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errcode(ERRCODE_WARNING),
 				errmsg("dbpool_guard: no budgets are in force"),
 				errdetail("\"dbpool_guard.budgets\" is empty: sessions are counted but never refused."));
 	if (dbpg_mode != DBPG_MODE_ENFORCE)

@@ -26,6 +26,12 @@
 #      A suite gets PG_CONFIG, PATH (server binaries first), DBPG_TREE (the
 #      copy) and CI; it ends with its own "N passed, N failed" line and a
 #      non-zero exit status when anything failed.
+#   5. test the Debian package (test/package/run-package-test.sh), as the
+#      caller: META.json is checked with JSON::PP; as root, the package is
+#      built from a clean copy of the tree as the test user, installed and
+#      tried (CREATE EXTENSION, one admission, one refusal) in a private
+#      mount namespace whose overlays leave the machine as it was.  Not
+#      root: META.json only, the rest a skip (a failure under CI=true).
 #
 # Counts: one per pg_regress test, one per TAP test file, plus each suite's
 # own counts.  The last line is always "N passed, N failed"; the exit status
@@ -207,6 +213,17 @@ for suite in "$WORKDIR"/test/suites/*.sh; do
 	run_logged "$log" env DBPG_TREE="$WORKDIR" CI="${CI:-}" "$suite" || rc=$?
 	dbpg_count_suite "$name" "$log" "$rc"
 done
+
+# ---------------------------------------------------------------- package
+
+# The Debian package and META.json (step 5 above).
+dbpg_say "Package: test/package/run-package-test.sh"
+log=$LOGDIR/package.log
+rc=0
+env CI="${CI:-}" DBPG_TEST_USER="$DBPG_TEST_USER" \
+	timeout --kill-after=30 "$DBPG_TEST_TIMEOUT" \
+	bash "$DBPG_ROOT/test/package/run-package-test.sh" </dev/null 2>&1 | tee "$log" || rc=$?
+dbpg_count_suite test/package "$log" "$rc"
 
 # ---------------------------------------------------------------- report
 

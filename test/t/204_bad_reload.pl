@@ -25,7 +25,7 @@ $node->safe_psql('postgres',
 
 # max_connections 80 - superuser_reserved_connections 3
 my $summary_good =
-  qr/LOG:  dbpool_guard: mode "enforce", (?:service key "application_name", )?3 budgets \(total 7 of 77 available connections\), .*exempt roles: "monitoring"/;
+  qr/LOG:  dbpool_guard: mode "enforce", 3 budgets in force\n.*DETAIL:  .*The budgets total 7 of 77 available connections\. .*Exempt roles: "monitoring"\./;
 
 # "a" is full (2 of cap 2): a third login is refused; a member of the
 # exempt role gets in.  Returns e.g. "refused ok".

@@ -151,7 +151,7 @@ is( scalar_q($new,
 $off = -s $new->logfile;
 set_conf($new, 'dbpool_guard.budgets' => $primary_budgets);
 ok( log_wait($new,
-		qr/LOG:  dbpool_guard: mode "enforce", .*3 budgets \(total 9 of 37 available connections\)/,
+		qr/LOG:  dbpool_guard: mode "enforce", 3 budgets in force\n.*DETAIL:  .*The budgets total 9 of 37 available connections\./,
 		$off),
 	'reload: the worker reports the new budgets');
 is(status_of($new, 'rw', 'cap, state'), '6|ok', 'reload: "rw" cap is now 6');
