@@ -358,6 +358,14 @@ sub query
 	return $self->query_result($timeout);
 }
 
+# Where the connection stands: 'startup' (waiting for the login's
+# answer), 'ready' (idle, a query may be sent), 'busy' (a query sent, no
+# answer yet) or 'done' (refused, closed, or ended by the server).
+sub state { return $_[0]->{state} }
+
+# The error fields of the last query that failed ({C}, {M}, ...), or undef.
+sub query_error { return $_[0]->{query_error} }
+
 # Wait for the answer to the query sent with send_query() and return its
 # rows; dies with the server's message on an error.
 sub query_result
