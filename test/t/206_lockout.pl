@@ -89,14 +89,15 @@ for my $k (@kinds)
 	is($bad{ $k->[0] } // '', '', "$k->[0]: every login $k->[2] (" . 2 * @apps . ' logins, every service name)');
 }
 
-# the admitted ones work, and a replication connection replicates
-my @ok = grep { $_->{ok} } @c;
+# the admitted ones work, and a replication connection replicates (the
+# logins of @c are in the order of @expect)
+my @ok_kind = map { $c[$_]->{ok} ? [ $expect[$_][0], $c[$_] ] : () } 0 .. $#c;
 my $rows = eval {
-	(grep { (($_->{params}{params} // {})->{replication} // '') eq 'true' } @ok)[0]->query('IDENTIFY_SYSTEM');
+	(map { $_->[0] eq 'physical replication' ? $_->[1] : () } @ok_kind)[0]->query('IDENTIFY_SYSTEM');
 };
 ok($rows && @$rows == 1, 'a replication connection at full caps runs IDENTIFY_SYSTEM');
 is( scalar(grep { (eval { $_->query('SELECT 1')->[0][0] } // '') eq '1' }
-		  grep { !defined $_->{params}{params} } @ok),
+		  map { $_->[0] =~ /replication$/ ? () : $_->[1] } @ok_kind),
 	8 * @apps,
 	'every admitted superuser and exempt session runs queries');
 
