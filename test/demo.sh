@@ -195,7 +195,7 @@ show "SELECT * FROM dbpool_guard.sessions WHERE service = 'feed-service' ORDER B
 show 'SELECT * FROM dbpool_guard.budget_check()'
 
 dbpg_say "Server log lines from dbpool_guard"
-grep -E 'dbpool_guard: |too many connections for service|Refused role|HINT:  Retry with backoff' "$DEMO_DIR/server.log" | sed 's/^/    /' || true
+grep -E 'dbpool_guard: |DETAIL:  The service key is|too many connections for service|Refused role|HINT:  Retry with backoff' "$DEMO_DIR/server.log" | sed 's/^/    /' || true
 
 # ---------------------------------------------------------------- release
 
