@@ -119,7 +119,7 @@ ok( log_wait(
 		qr/roles in "dbpool_guard.service_roles" that do not exist: "auth_role_next" \(service "auth-service"\)$/m,
 		$offset),
 	'the worker\'s configuration summary reports the missing role');
-ok(log_wait($node, qr/1 services bound to roles/, $offset),
+ok(log_wait($node, qr/Services bound to roles: 1\./, $offset),
 	'the configuration summary counts the bound services');
 
 # --- 3. service_key = role: each role is its own service ---------------------------
