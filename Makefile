@@ -60,6 +60,6 @@ bench:
 
 .PHONY: bench
 
-# The tests' Perl modules (DbpgTest, DbpgWire, DbpgMonitoring) live in
+# The tests' Perl modules (DbpgTest, DbpgWire, DbpgMonitoring, DbpgBouncer) live in
 # test/perl, on prove's include path.
 PG_PROVE_FLAGS += -I $(srcdir)/test/perl

@@ -7,10 +7,11 @@
 # Installs the packages in test/debian-packages.txt, builds and installs
 # dbpool_guard (like test/run-tests.sh), starts a throwaway cluster (a
 # mktemp directory, unix socket only, run by an unprivileged user) with the
-# twelve services of shared/reference/services.md as budgets, opens
-# sessions for a few services until one is refused, prints what the client
-# saw and what the views say, then stops every process it started (by PID)
-# and removes the cluster.  Takes well under a minute once built.
+# twelve services of the fleet it was designed for (README, Configuration)
+# as budgets, opens sessions for a few services until one is refused,
+# prints what the client saw and what the views say, then stops every
+# process it started (by PID) and removes the cluster.  Takes well under
+# a minute once built.
 #
 # Environment: PG_CONFIG, DBPG_SKIP_APT=1, DBPG_TEST_USER (test/lib.sh);
 # DBPG_DEMO_KEEP=1 leaves the stopped cluster's directory in place.

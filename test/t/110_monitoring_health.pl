@@ -2,7 +2,7 @@
 # follows the services' states (ok, warning, critical), reports the mode
 # and the worker's sample age, agrees with dbpool_guard.status service by
 # service, ignores budgets of 0 for its overall status, and is readable by
-# pg_monitor only.  The upgrade from 1.0 is tested by sql/health.sql.
+# pg_monitor only.  The upgrade from 1.0 is tested by sql/upgrade.sql.
 # Since 1.4 it says whether budgets are enforced (keys enforced and
 # enforcement, from dbpool_guard.enforcement()), and a guard that enforces
 # nothing is never "ok": mode monitor, mode off, empty budgets, and a
