@@ -33,6 +33,20 @@ sub refused_with
 	return $err;
 }
 
+# Two sessions fill "ro" (cap 2 on both nodes' standby budgets) and the
+# next login is refused; returns the two sessions.
+sub fill_ro
+{
+	my ($node, $label) = @_;
+	my @held = (hold($node, 'ro'), hold($node, 'ro'));
+	is(status_of($node, 'ro', 'connections, cap, state'),
+		'2|2|rejecting', "$label: two sessions fill \"ro\" (cap 2)");
+	is(refused_with($node, 'ro'),
+		'FATAL:  53300: too many connections for service "ro"',
+		"$label: the next \"ro\" login is refused with 53300");
+	return @held;
+}
+
 # The node's budgets as the primary; the standby gets its own (a different
 # cap for "rw") so that the test can tell whose budgets are in force.
 my $primary_budgets = 'rw=6@1.0, ro=1@1.0, *=2@1.0';
@@ -61,13 +75,8 @@ $old->wait_for_catchup($new);
 is(scalar_q($new, 'SELECT pg_is_in_recovery()'), 't', 'before: the standby is in recovery');
 ok(wait_new_worker($new), 'before: the standby runs the worker');
 
-my @ro = (hold($new, 'ro'), hold($new, 'ro'));
+my @ro = fill_ro($new, 'before');
 my $rw1 = hold($new, 'rw');
-is(status_of($new, 'ro', 'connections, cap, state'),
-	'2|2|rejecting', 'before: two read-only sessions fill "ro" (cap 2)');
-is(refused_with($new, 'ro'),
-	'FATAL:  53300: too many connections for service "ro"',
-	'before: the next "ro" login is refused with 53300');
 is(status_of($new, 'rw', 'connections, cap'), '1|3', 'before: "rw" has the standby\'s cap 3');
 ok( $new->poll_query_until('postgres',
 		"SELECT sum(idle) = 3 FROM dbpool_guard.status WHERE service IN ('ro', 'rw')"),
@@ -184,14 +193,9 @@ is(status_of($old, 'ro', 'connections, cap, admitted_total, rejected_total'),
 	'0|2|0|0',
 	'rejoin: its own budgets ("ro" cap 2, was 1), counters from zero (it was restarted)');
 
-my @old_ro = (hold($old, 'ro'), hold($old, 'ro'));
+my @old_ro = fill_ro($old, 'rejoin');
 is($old_ro[0]->query_safe('SELECT pg_is_in_recovery()'), 't',
 	'rejoin: the admitted sessions are read-only');
-is(status_of($old, 'ro', 'connections, cap, state'), '2|2|rejecting',
-	'rejoin: two sessions fill "ro"');
-is(refused_with($old, 'ro'),
-	'FATAL:  53300: too many connections for service "ro"',
-	'rejoin: the next "ro" login is refused with 53300');
 is(status_of($old, 'ro', 'rejected_total'), '1', 'rejoin: counted');
 ok( $old->poll_query_until('postgres',
 		"SELECT idle = 2 FROM dbpool_guard.status WHERE service = 'ro'"),
