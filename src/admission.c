@@ -15,9 +15,10 @@
  * Server log lines about logins go through one rate limiter
  * (log_limit_pass()): refusals, would-be refusals and refused claims at
  * most once a second per service, each line saying how many were left
- * out since the last; the "table full" WARNING at most once a minute.  A refusal always reaches its client: for one whose
- * log line is left out, the emit_log_hook (dbpg_emit_log) keeps the
- * FATAL from the server log only.  The same hook silences the messages
+ * out since the last; the "table full" WARNING at most once a minute.
+ * A refusal always reaches its client: for one whose log line is left
+ * out, the emit_log_hook (dbpg_emit_log) keeps the FATAL from the server
+ * log only.  The same hook silences the messages
  * of a configuration file read for dbpg_configured_budgets_invalid().
  *
  * IDENTIFICATION
@@ -129,14 +130,14 @@ note_peak(DbpgBucket *b, uint32 now_in_use)
  * of period_secs?  True for exactly one caller per period, which gets in
  * *suppressed how many lines were left out since the last one; the
  * others count themselves.  The period only moves forward, so a backend
- * whose now is older (it waited, or was descheduled) cannot open a period
- * again; only a clock stepped back by more than a minute moves it back.
+ * whose clock reading is older (it waited, or was descheduled) cannot
+ * open a period again; only a clock stepped back by more than a minute
+ * moves it back.
  */
 static bool
-log_limit_pass(DbpgLogLimit *l, TimestampTz now, int period_secs,
-			   uint32 *suppressed)
+log_limit_pass(DbpgLogLimit *l, int period_secs, uint32 *suppressed)
 {
-	uint64		second = (uint64) (now / USECS_PER_SEC);
+	uint64		second = (uint64) (GetCurrentTimestamp() / USECS_PER_SEC);
 	uint64		last = pg_atomic_read_u64(&l->second);
 
 	while (second >= last + period_secs || second + 60 < last)
@@ -265,8 +266,7 @@ refuse(Port *port, const Login *l)
 
 	client_addr_text(port, addr, sizeof(addr));
 	record_rejection(port, addr, l, true);
-	suppress_refusal_log = !log_limit_pass(&l->bucket->refusal_log,
-										   GetCurrentTimestamp(), 1, &suppressed);
+	suppress_refusal_log = !log_limit_pass(&l->bucket->refusal_log, 1, &suppressed);
 
 	if (e->budget == 0)
 		ereport(FATAL,
@@ -304,8 +304,7 @@ note_would_refuse(Port *port, const Login *l)
 
 	client_addr_text(port, addr, sizeof(addr));
 	record_rejection(port, addr, l, false);
-	if (log_limit_pass(&l->bucket->refusal_log, GetCurrentTimestamp(), 1,
-					   &suppressed))
+	if (log_limit_pass(&l->bucket->refusal_log, 1, &suppressed))
 		ereport(LOG,
 				errmsg("dbpool_guard: would refuse connection for service \"%s\" (monitor mode)",
 					   l->service),
@@ -326,8 +325,7 @@ note_overflow(const char *service)
 	uint32		suppressed;		/* not reported: the counter has them all */
 
 	pg_atomic_fetch_add_u64(&dbpg_shared->overflow, 1);
-	if (log_limit_pass(&dbpg_shared->overflow_log, GetCurrentTimestamp(), 60,
-					   &suppressed))
+	if (log_limit_pass(&dbpg_shared->overflow_log, 60, &suppressed))
 		ereport(WARNING,
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("dbpool_guard: service table is full; admitting service \"%s\" without a budget",
@@ -359,8 +357,7 @@ note_claim(Port *port, const Login *l)
 			limiter = cb;
 		}
 	}
-	if (!log_limit_pass(&limiter->claim_log, GetCurrentTimestamp(), 1,
-						&suppressed))
+	if (!log_limit_pass(&limiter->claim_log, 1, &suppressed))
 		return;
 	client_addr_text(port, addr, sizeof(addr));
 	ereport(LOG,

@@ -30,6 +30,7 @@ use Time::HiRes qw(time);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use DbpgMonitoring qw(find_program wait_for);
 use Test::More;
 
 use DbpgTest;
@@ -58,13 +59,16 @@ END
 # then PATH; undef if none.
 sub find_pgbouncer
 {
-	for my $p (grep { defined && $_ ne '' } $ENV{PGBOUNCER},
-		'/usr/sbin/pgbouncer', '/usr/local/sbin/pgbouncer',
-		map { "$_/pgbouncer" } split /:/, $ENV{PATH} // '')
-	{
-		return $p if -f $p && -x _;
-	}
-	return undef;
+	return $ENV{PGBOUNCER} if ($ENV{PGBOUNCER} // '') ne '';
+	return find_program('pgbouncer', '/usr/sbin', '/usr/local/sbin');
+}
+
+# Poll $cond every 20 ms, at most $TIMEOUT seconds (DbpgMonitoring's
+# wait_for): the answer times measured here are as fine as the polling.
+sub poll
+{
+	my ($cond) = @_;
+	return wait_for($cond, $TIMEOUT, 20);
 }
 
 # Find pgbouncer or end the test: skip, except under CI=true (a missing
@@ -167,7 +171,7 @@ sub pgb_start
 		exec($pgbouncer, $pgb{ini}) or POSIX::_exit(127);
 	}
 	$pgb{pid} = $pid;
-	my $up = poll_until(
+	my $up = poll(
 		sub {
 			if (waitpid($pid, POSIX::WNOHANG()) == $pid)
 			{
@@ -190,7 +194,7 @@ sub pgb_stop
 	local $?;
 	my $pid = delete $pgb{pid};
 	kill 'TERM', $pid;
-	if (!poll_until(sub { waitpid($pid, POSIX::WNOHANG()) != 0 }))
+	if (!poll(sub { waitpid($pid, POSIX::WNOHANG()) != 0 }))
 	{
 		kill 'KILL', $pid;
 		waitpid($pid, 0);
@@ -304,7 +308,7 @@ sub pgb_send
 sub pgb_wait_for
 {
 	my ($cond) = @_;
-	return poll_until(sub { _stamp(); return $cond->(); });
+	return poll(sub { _stamp(); return $cond->(); });
 }
 
 # Wait for the answer of a connection's login or last query: the seconds

@@ -40,8 +40,8 @@ sub write_file
 # The path of a program in PATH, or undef.
 sub find_program
 {
-	my ($name) = @_;
-	for my $dir (File::Spec->path)
+	my ($name, @first) = @_;
+	for my $dir (@first, File::Spec->path)
 	{
 		my $p = File::Spec->catfile($dir, $name);
 		return $p if -f $p && -x _;
@@ -104,17 +104,17 @@ sub http_get
 	return ($r->{status}, $r->{content} // '');
 }
 
-# Call $check until it returns true or $timeout seconds pass; returns its
-# last value.
+# Call $check until it returns true or $timeout seconds pass (default 60),
+# every $interval_ms (default 200); returns its last value.
 sub wait_for
 {
-	my ($check, $timeout) = @_;
+	my ($check, $timeout, $interval_ms) = @_;
 	my $deadline = time + ($timeout // 60);
 	while (1)
 	{
 		my $v = $check->();
 		return $v if $v || time >= $deadline;
-		usleep(200_000);
+		usleep(1000 * ($interval_ms // 200));
 	}
 }
 

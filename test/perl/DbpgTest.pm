@@ -33,7 +33,6 @@ our @EXPORT = qw(
   status_of wait_count wait_released wait_samples worker_pid wait_new_worker
   storm count_lines log_wait raw_login raw_login_on process_stopped seconds_spanned
   stop_worker refusal_re wire_params wire_login wire_start wire_storm storm_exact
-  poll_until
 );
 
 # The upper bound of every wait (seconds); waits end as soon as they can.
@@ -483,20 +482,6 @@ sub storm
 		t1 => $t1,
 		finish => $finish,
 	};
-}
-
-# Call $cond every 20 ms until it returns true, at most $timeout seconds
-# (default $TIMEOUT): 1 as soon as it does, 0 if it never did.
-sub poll_until
-{
-	my ($cond, $timeout) = @_;
-	my $deadline = time() + ($timeout // $TIMEOUT);
-	while (1)
-	{
-		return 1 if $cond->();
-		return 0 if time() > $deadline;
-		usleep(20_000);
-	}
 }
 
 1;
