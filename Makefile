@@ -14,7 +14,9 @@ OBJS = \
 	src/dbpool_guard.o \
 	src/budgets.o \
 	src/shmem.o \
+	src/slots.o \
 	src/admission.o \
+	src/waiting.o \
 	src/worker.o \
 	src/views.o \
 	src/terminate.o

@@ -12,6 +12,12 @@ ALTER SYSTEM SET dbpool_guard.budgets = 'Feed=1, feed=1';
 ALTER SYSTEM SET dbpool_guard.budgets = 'x=100';
 ALTER SYSTEM SET dbpool_guard.budgets = 'x=1@0.000001, y=1@1.000000';
 ALTER SYSTEM SET dbpool_guard.budgets = '123456789012345678901234567890123456789012345678901234567890123=1';
+-- a burst after the budget: name=budget+burst[@threshold]; 0+N borrows only
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+5';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10 + 5 @ 0.9';
+ALTER SYSTEM SET dbpool_guard.budgets = '*=2+3';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=0+4';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+0, b=0+0, c=1+100@1, "d+e"=2+1, *=0+7@.5';
 -- rejected values: the detail quotes the offending entry
 ALTER SYSTEM SET dbpool_guard.budgets = 'a=1, a=2';
 ALTER SYSTEM SET dbpool_guard.budgets = 'a=1, *=2, *=3';
@@ -38,6 +44,19 @@ ALTER SYSTEM SET dbpool_guard.budgets = 'a b=10';
 ALTER SYSTEM SET dbpool_guard.budgets = '"open=10';
 ALTER SYSTEM SET dbpool_guard.budgets = 'naïve=10';
 ALTER SYSTEM SET dbpool_guard.budgets = '1234567890123456789012345678901234567890123456789012345678901234=1';
+-- rejected bursts
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+x';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+-1';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+5.5';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+101';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+99999';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+5+1';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+5@0.9+1';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10@0.9+5';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=10+5 x';
+ALTER SYSTEM SET dbpool_guard.budgets = 'a=+5';
+ALTER SYSTEM SET dbpool_guard.budgets = 'b=1, *=2+3, *=1';
 -- more named services than max_services (128) allows; "*" does not count
 SELECT 'ALTER SYSTEM SET dbpool_guard.budgets = '
        || quote_literal(string_agg('s' || i || '=1', ',') || ', *=1')

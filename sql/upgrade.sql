@@ -8,9 +8,10 @@
 --   1.0 -> 1.2 and 1.1 -> 1.2: terminate_sessions() and
 --               status.terminated_total, the shapes and rights they leave
 --               (its arguments: sql/terminate.sql)
---   1.0, 1.1, 1.2, 1.3 -> the default version: exactly what CREATE
+--   1.4 on the 1.5 library, before its update: the 1.4 objects answer
+--   1.0, 1.1, 1.2, 1.3, 1.4 -> the default version: exactly what CREATE
 --               EXTENSION makes (objects, definitions, columns, rights,
---               comments)
+--               comments); the 1.5 objects' rights
 --
 SELECT current_database() AS regress_db \gset
 CREATE DATABASE dbpg_upgrade;
@@ -195,7 +196,7 @@ LANGUAGE sql AS $$
 $$;
 -- One earlier version installed and updated to the default one: the
 -- version it reached, and what differs from the fresh install (an empty
--- list when identical).  The last call leaves the one updated from 1.3.
+-- list when identical).  The last call leaves the one updated from 1.4.
 CREATE FUNCTION pg_temp.update_from(v text, OUT extversion text, OUT differences text[])
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -210,6 +211,29 @@ SELECT * FROM pg_temp.update_from('1.0');
 SELECT * FROM pg_temp.update_from('1.1');
 SELECT * FROM pg_temp.update_from('1.2');
 SELECT * FROM pg_temp.update_from('1.3');
+-- 1.4 as installed, on the 1.5 library: the 1.4 shapes still answer
+DROP EXTENSION dbpool_guard;
+CREATE EXTENSION dbpool_guard VERSION '1.4';
+SELECT count(*) AS status_columns FROM pg_attribute
+ WHERE attrelid = 'dbpool_guard.status'::regclass AND attnum > 0;
+SELECT count(*) > 0 AS status_answers FROM dbpool_guard.status;
+SELECT total_budget >= 0 AS budget_check_answers FROM dbpool_guard.budget_check();
+SELECT * FROM pg_temp.update_from('1.4');
+-- the 1.5 objects: read by pg_monitor, cancel_waiting_login() by no one but
+-- superusers unless granted
+SELECT o.object,
+       has_table_privilege('dbpg_t_monitor', o.object, 'SELECT') AS monitor_reads,
+       has_table_privilege('dbpg_t_plain', o.object, 'SELECT') AS plain_reads
+  FROM (VALUES ('dbpool_guard.pool'), ('dbpool_guard.waiting_logins')) AS o(object);
+SELECT has_function_privilege('dbpg_t_monitor', 'dbpool_guard.cancel_waiting_login(int4)', 'EXECUTE') AS monitor_may_cancel,
+       has_function_privilege('dbpg_t_signal', 'dbpool_guard.cancel_waiting_login(int4)', 'EXECUTE') AS signal_may_cancel;
+SELECT size, borrowed, free, waiting_logins FROM dbpool_guard.pool;
+SELECT count(*) AS waiting FROM dbpool_guard.waiting_logins;
+SELECT dbpool_guard.cancel_waiting_login(pg_backend_pid()) AS cancelled_self;
+SELECT burst_pool, waiters_bound, total = total_budget AS total_is_budgets
+  FROM dbpool_guard.budget_check();
+SELECT service, burst, borrowed, waiting_logins, waited_total, wait_timeouts_total
+  FROM dbpool_guard.status ORDER BY service COLLATE "C";
 -- the upgraded views answer, with the new columns
 SELECT count(*) > 0 AS has_rows, sum(misattributed_total) AS misattributed
   FROM dbpool_guard.status;

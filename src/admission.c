@@ -7,10 +7,15 @@
  * database connection limits.  For a session that counts, it goes
  * through named steps (dbpg_client_auth): which service the session
  * belongs to, which bucket counts it, take a slot, record the holding.
- * A slot is taken with one compare-and-exchange, so that a bucket never
- * exceeds its cap however many logins race; a login that finds none is
- * refused with FATAL 53300.  The slot is given back by a
- * before_shmem_exit callback, whatever way the backend ends.
+ * A slot, own or borrowed from the burst pool, is taken with atomics
+ * (slots.c), so that no limit is exceeded however many logins race.  A
+ * login that finds none waits for one, when dbpool_guard.max_wait allows
+ * (waiting.c), or is refused with FATAL 53300.  Without waiters, the
+ * path is one hash probe and a compare-and-exchange or two; a login goes
+ * through the waiters' queue only when its service has waiters, or, to
+ * borrow, when any waiter may borrow.  The slot (or a place in the
+ * queue) is given back by a before_shmem_exit callback, whatever way the
+ * backend ends.
  *
  * Server log lines about logins go through one rate limiter
  * (log_limit_pass()): refusals, would-be refusals and refused claims at
@@ -35,6 +40,7 @@
 #include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/spin.h"
+#include "utils/timeout.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/elog.h"
@@ -52,8 +58,17 @@ typedef struct Login
 	bool		misattributed;	/* claimed a service it is not bound to */
 	DbpgBucket *bucket;
 	int32		cap;			/* -1: counted, never limited */
-	uint32		before;			/* slots the bucket held before this login */
+	uint64		seen;			/* the bucket's slot word before this login */
+	bool		over_cap;		/* monitor mode: admitted without a slot it
+								 * may take */
+	DbpgReason	reason;			/* why refused */
+	DbpgJoin	full;			/* for DBPG_REASON_QUEUE_FULL: which bound */
+	TimestampTz deadline;		/* when a wait ends */
+	long		waited_ms;		/* time spent waiting, if it waited */
 } Login;
+
+/* A margin left before the authentication timer fires (milliseconds). */
+#define AUTH_TIMEOUT_MARGIN_MS	500
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 static emit_log_hook_type prev_emit_log_hook = NULL;
@@ -69,12 +84,23 @@ static bool suppress_refusal_log = false;
 /* While set, messages below WARNING go nowhere (dbpool_guard.c). */
 bool		dbpg_quiet_messages = false;
 
+/*
+ * The exit callback: leave the waiters' queue, then give back the slot
+ * this backend holds, or one that was handed to it while it waited and
+ * not yet taken up, and hand over what came free to the next waiter.
+ */
 static void
 release_slot(int code, Datum arg)
 {
 	DbpgBucket *b = held_bucket;
 	DbpgHolding *h = held_holding;
+	DbpgBucket *granted = dbpg_queue_forget();
 
+	if (granted != NULL)
+	{
+		dbpg_slot_release(granted);
+		dbpg_queue_after_release();
+	}
 	if (b == NULL)
 		return;
 	held_bucket = NULL;
@@ -91,26 +117,8 @@ release_slot(int code, Datum arg)
 		h->state = DBPG_STATE_UNKNOWN;
 		SpinLockRelease(&h->mutex);
 	}
-	pg_atomic_fetch_sub_u32(&b->in_use, 1);
-}
-
-/* Take a slot unless the bucket is at cap; exact under concurrent logins. */
-static bool
-bucket_try_take(DbpgBucket *b, uint32 cap, uint32 *before)
-{
-	uint32		cur = pg_atomic_read_u32(&b->in_use);
-
-	while (cur < cap)
-	{
-		if (pg_atomic_compare_exchange_u32(&b->in_use, &cur, cur + 1))
-		{
-			*before = cur;
-			return true;
-		}
-		/* a failed exchange refreshed cur */
-	}
-	*before = cur;
-	return false;
+	dbpg_slot_release(b);
+	dbpg_queue_after_release();
 }
 
 static void
@@ -206,10 +214,11 @@ record_rejection(Port *port, const char *addr, const Login *l, bool enforced)
 	namestrcpy(&r.user_name, port->user_name ? port->user_name : "");
 	namestrcpy(&r.database_name, port->database_name ? port->database_name : "");
 	strlcpy(r.client_addr, addr, sizeof(r.client_addr));
-	r.connections = (int32) l->before;
+	r.connections = (int32) DBPG_SLOTS_IN_USE(l->seen);
 	r.budget = l->entry->budget;
 	r.enforced = enforced;
 	r.misattributed = l->misattributed;
+	r.reason = (uint8) (enforced ? l->reason : DBPG_REASON_OVER_CAP);
 	pg_atomic_fetch_add_u64(enforced ? &l->bucket->rejected : &l->bucket->would_reject, 1);
 	dbpg_ring_record(&r, l->bucket);
 }
@@ -254,6 +263,45 @@ role_in(Oid roleid, const char (*names)[DBPG_NAME_MAX + 1], int n)
 	return false;
 }
 
+/*
+ * What a refusal's DETAIL adds to the service's count: why there was no
+ * slot to borrow, and how the wait ended.  Only what the refused client's
+ * own service shows, and whether the pool had a slot free.
+ */
+static const char *
+refusal_more(const Login *l)
+{
+	const DbpgBudgetEntry *e = l->entry;
+	uint32		borrowed = DBPG_SLOTS_BORROWED(l->seen);
+	const char *lend = "";
+
+	if (e->burst > 0)
+		lend = borrowed >= (uint32) e->burst ?
+			psprintf(" It also holds %u connections borrowed from the burst pool, all of its burst of %d.",
+					 borrowed, e->burst) :
+			psprintf(" It also holds %u connections borrowed from the burst pool, of its burst of %d, and the pool has none free.",
+					 borrowed, e->burst);
+
+	switch (l->reason)
+	{
+		case DBPG_REASON_WAIT_TIMEOUT:
+			return psprintf("%s This login waited %ld ms for a slot.", lend, l->waited_ms);
+		case DBPG_REASON_WAIT_CANCELLED:
+			return psprintf("%s An administrator cancelled the wait after %ld ms.", lend, l->waited_ms);
+		case DBPG_REASON_QUEUE_FULL:
+			if (l->full == DBPG_JOIN_FULL_SERVICE)
+				return psprintf("%s %u logins are already waiting for the service, the most \"dbpool_guard.max_waiters\" allows.",
+								lend, pg_atomic_read_u32(&l->bucket->waiters));
+			if (l->full == DBPG_JOIN_FULL_SERVER)
+				return psprintf("%s %d logins are already waiting in the server, the most \"dbpool_guard.max_waiters_total\" allows.",
+								lend, dbpg_max_waiters_total);
+			return psprintf("%s The server has no free connection slots to wait in beyond the reserved ones.", lend);
+		case DBPG_REASON_OVER_CAP:
+			break;
+	}
+	return lend;
+}
+
 /* Refuse the login: FATAL 53300 to the client, the reason in the log. */
 static void
 refuse(Port *port, const Login *l)
@@ -261,14 +309,16 @@ refuse(Port *port, const Login *l)
 	const DbpgBudgetEntry *e = l->entry;
 	char		addr[64];
 	uint32		suppressed = 0;
+	uint32		own = DBPG_SLOTS_IN_USE(l->seen) - DBPG_SLOTS_BORROWED(l->seen);
 	double		threshold_pct = dbpg_entry_threshold(e) / (double) (DBPG_PPM / 100);
-	double		used_pct = e->budget > 0 ? 100.0 * l->before / e->budget : 100.0;
+	double		used_pct = e->budget > 0 ? 100.0 * own / e->budget : 100.0;
+	const char *more = refusal_more(l);
 
 	client_addr_text(port, addr, sizeof(addr));
 	record_rejection(port, addr, l, true);
 	suppress_refusal_log = !log_limit_pass(&l->bucket->refusal_log, 1, &suppressed);
 
-	if (e->budget == 0)
+	if (e->budget == 0 && e->burst == 0)
 		ereport(FATAL,
 				errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 				errmsg("too many connections for service \"%s\"", l->service),
@@ -284,15 +334,20 @@ refuse(Port *port, const Login *l)
 			errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 			errmsg("too many connections for service \"%s\"", l->service),
 			l->bucket == &dbpg_shared->deflt ?
-			errdetail("Service \"%s\" is counted in the shared budget \"*\", which holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).",
-					  l->service, l->before, e->budget, used_pct, l->cap, threshold_pct) :
-			errdetail("Service \"%s\" holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).",
-					  l->service, l->before, e->budget, used_pct, l->cap, threshold_pct),
-			errdetail_log("Refused role \"%s\" on database \"%s\" from %s; bucket \"%s\" holds %u of %d connections (cap %d).%s",
+			errdetail("Service \"%s\" is counted in the shared budget \"*\", which holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).%s",
+					  l->service, own, e->budget, used_pct, l->cap, threshold_pct, more) :
+			errdetail("Service \"%s\" holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).%s",
+					  l->service, own, e->budget, used_pct, l->cap, threshold_pct, more),
+			errdetail_log("Refused role \"%s\" on database \"%s\" from %s; bucket \"%s\" holds %u of %d connections (cap %d), %u borrowed (burst %d), the pool lends %u of %d.%s%s",
 						  port->user_name, port->database_name,
-						  client_origin(addr), l->bucket->name, l->before,
-						  e->budget, l->cap, not_logged(suppressed, "refusals")),
-			errhint("Retry with backoff. Size the service's pool below its cap, or raise its budget in \"dbpool_guard.budgets\"."));
+						  client_origin(addr), l->bucket->name, own,
+						  e->budget, l->cap, DBPG_SLOTS_BORROWED(l->seen), e->burst,
+						  pg_atomic_read_u32(&dbpg_shared->pool_lent), dbpg_burst_pool,
+						  l->reason == DBPG_REASON_OVER_CAP ? "" : more,
+						  not_logged(suppressed, "refusals")),
+			l->reason == DBPG_REASON_OVER_CAP ?
+			errhint("Retry with backoff. Size the service's pool below its cap, or raise its budget in \"dbpool_guard.budgets\".") :
+			errhint("Retry with backoff. Size the service's pool below its cap, or raise its budget in \"dbpool_guard.budgets\" or the wait allowed by \"dbpool_guard.max_wait\"."));
 }
 
 /* Monitor mode: the login was admitted over its cap; count it and say so. */
@@ -308,8 +363,11 @@ note_would_refuse(Port *port, const Login *l)
 		ereport(LOG,
 				errmsg("dbpool_guard: would refuse connection for service \"%s\" (monitor mode)",
 					   l->service),
-				errdetail("Bucket \"%s\" held %u of its budget of %d connections (cap %d); role \"%s\" on database \"%s\" from %s was admitted.%s",
-						  l->bucket->name, l->before, l->entry->budget, l->cap,
+				errdetail("Bucket \"%s\" held %u of its budget of %d connections (cap %d) and %u borrowed (burst %d); role \"%s\" on database \"%s\" from %s was admitted.%s",
+						  l->bucket->name,
+						  DBPG_SLOTS_IN_USE(l->seen) - DBPG_SLOTS_BORROWED(l->seen),
+						  l->entry->budget, l->cap,
+						  DBPG_SLOTS_BORROWED(l->seen), l->entry->burst,
 						  port->user_name, port->database_name,
 						  client_origin(addr), not_logged(suppressed, "events")));
 }
@@ -452,17 +510,137 @@ which_bucket(Login *l)
 }
 
 /*
- * Step 3: take a slot.  In enforce mode only below the cap; in monitor
- * mode, and where there is no cap, always.  l->before is what the bucket
- * held before.
+ * How long a login may wait, if at all: until max_wait from now, and
+ * never past AUTH_TIMEOUT_MARGIN_MS before the authentication timer fires
+ * (its end would only drop the connection).  false when it may not wait.
  */
 static bool
-take_slot(Login *l)
+wait_deadline(TimestampTz now, TimestampTz *deadline)
 {
-	if (l->cap >= 0 && dbpg_mode == DBPG_MODE_ENFORCE)
-		return bucket_try_take(l->bucket, (uint32) l->cap, &l->before);
-	l->before = pg_atomic_fetch_add_u32(&l->bucket->in_use, 1);
-	return true;
+	if (dbpg_waiters_bound() == 0)
+		return false;
+	*deadline = TimestampTzPlusMilliseconds(now, dbpg_max_wait);
+	if (get_timeout_active(STATEMENT_TIMEOUT))
+	{
+		TimestampTz timer = TimestampTzPlusMilliseconds(get_timeout_finish_time(STATEMENT_TIMEOUT),
+														-AUTH_TIMEOUT_MARGIN_MS);
+
+		if (timer < *deadline)
+			*deadline = timer;
+	}
+	return *deadline > now;
+}
+
+/*
+ * Through the queue: older waiters are served first, then this login if a
+ * slot is left for it; otherwise it waits, if it may, or is refused.
+ */
+static bool
+queue_for_slot(Port *port, Login *l, const DbpgLimits *lim)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	DbpgJoinRequest req;
+	char		addr[64];
+	DbpgTake	took;
+	uint64		ticket;
+	DbpgWaitEnd end;
+
+	client_addr_text(port, addr, sizeof(addr));
+	req.bucket = l->bucket;
+	req.limits = *lim;
+	req.may_wait = wait_deadline(start, &l->deadline);
+	req.user_name = port->user_name;
+	req.database_name = port->database_name;
+	req.client_addr = addr;
+
+	l->full = dbpg_queue_join(&req, &took, &l->seen, &ticket);
+	switch (l->full)
+	{
+		case DBPG_JOIN_GRANTED:
+			return true;
+		case DBPG_JOIN_REFUSED:
+			l->reason = DBPG_REASON_OVER_CAP;
+			return false;
+		case DBPG_JOIN_FULL_SERVICE:
+		case DBPG_JOIN_FULL_SERVER:
+		case DBPG_JOIN_NO_PROCS:
+			l->reason = DBPG_REASON_QUEUE_FULL;
+			return false;
+		case DBPG_JOIN_WAITING:
+			break;
+	}
+
+	ereport(DEBUG1,
+			errmsg_internal("dbpool_guard: login of service \"%s\" waits, ticket " UINT64_FORMAT,
+							l->bucket->name, ticket));
+	end = dbpg_queue_wait(l->deadline, port->sock, &took, &l->seen);
+	if (end == DBPG_WAIT_END_GRANTED)
+		held_bucket = l->bucket;	/* before anything that can fail */
+	l->waited_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
+	if (end == DBPG_WAIT_END_GRANTED)
+	{
+		pg_atomic_fetch_add_u64(&l->bucket->waited, 1);
+		ereport(DEBUG1,
+				errmsg_internal("dbpool_guard: login of service \"%s\" admitted after waiting %ld ms, ticket " UINT64_FORMAT,
+								l->bucket->name, l->waited_ms, ticket));
+		return true;
+	}
+	if (end == DBPG_WAIT_END_TIMEOUT)
+	{
+		pg_atomic_fetch_add_u64(&l->bucket->wait_timeouts, 1);
+		l->reason = DBPG_REASON_WAIT_TIMEOUT;
+	}
+	else
+		l->reason = DBPG_REASON_WAIT_CANCELLED;
+	return false;
+}
+
+/*
+ * Step 3: take a slot, own or borrowed, within this backend's settings.
+ * Where there is no cap, always.  In monitor mode by the same rules,
+ * never waiting: a login with no slot it may take is admitted over the
+ * cap and noted.  In enforce mode, without waiters, one atomic step or
+ * two; through the queue when the service has waiters, or, to borrow,
+ * when any waiter may borrow (they come first), or to wait.
+ */
+static bool
+take_slot(Port *port, Login *l)
+{
+	DbpgLimits	lim;
+	bool		borrow_now;
+
+	if (l->cap < 0)
+	{
+		l->seen = dbpg_slot_add(l->bucket);
+		return true;
+	}
+	lim.cap = (uint32) l->cap;
+	lim.burst = (uint32) l->entry->burst;
+	lim.pool = (uint32) dbpg_burst_pool;
+
+	if (dbpg_mode != DBPG_MODE_ENFORCE)
+	{
+		if (dbpg_slot_take(l->bucket, &lim, lim.burst > 0, &l->seen) == DBPG_TAKE_NONE)
+		{
+			l->seen = dbpg_slot_add(l->bucket);
+			l->over_cap = true;
+		}
+		return true;
+	}
+
+	borrow_now = lim.burst > 0 && pg_atomic_read_u32(&dbpg_shared->pool_waiters) == 0;
+	if (pg_atomic_read_u32(&l->bucket->waiters) == 0)
+	{
+		if (dbpg_slot_take(l->bucket, &lim, borrow_now, &l->seen) != DBPG_TAKE_NONE)
+			return true;
+		/* nobody ahead, and not to wait: refused at once, without a lock */
+		if ((lim.burst == 0 || borrow_now) && dbpg_max_wait <= 0)
+		{
+			l->reason = DBPG_REASON_OVER_CAP;
+			return false;
+		}
+	}
+	return queue_for_slot(port, l, &lim);
 }
 
 /* Step 4: the slot is this backend's; record it for the views and the worker. */
@@ -474,7 +652,7 @@ record_holding(Port *port, const Login *l)
 
 	held_bucket = l->bucket;
 	pg_atomic_fetch_add_u64(&l->bucket->admitted, 1);
-	note_peak(l->bucket, l->before + 1);
+	note_peak(l->bucket, DBPG_SLOTS_IN_USE(l->seen) + 1);
 	if (h != NULL)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -502,6 +680,7 @@ dbpg_client_auth(Port *port, int status)
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
 
+	memset(&l, 0, sizeof(l));
 	if (!session_counts(port, status, &l))
 		return;
 	which_service(port, &l);
@@ -515,12 +694,12 @@ dbpg_client_auth(Port *port, int status)
 
 	if (!which_bucket(&l))
 		return;
-	if (!take_slot(&l))
+	if (!take_slot(port, &l))
 		refuse(port, &l);		/* no return */
 	record_holding(port, &l);
 
-	/* monitor mode: admitted over the cap */
-	if (l.cap >= 0 && l.before >= (uint32) l.cap)
+	/* monitor mode: admitted without a slot it may take */
+	if (l.over_cap)
 		note_would_refuse(port, &l);
 }
 

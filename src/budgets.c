@@ -17,7 +17,7 @@
  * value is an empty list):
  *
  *		budgets	:= [ entry { "," entry } ]
- *		entry	:= name "=" budget [ "@" threshold ]
+ *		entry	:= name "=" budget [ "+" burst ] [ "@" threshold ]
  *		exempt_roles  := [ role { "," role } ]
  *		service_roles := [ binding { "," binding } ]
  *		binding	:= name "=" role { "|" role }
@@ -25,9 +25,18 @@
  *				   ("*" only as a budgets entry's name)
  *		bare	:= one or more printable ASCII characters other than
  *				   white space and  , = @ "	  (and | in a role list)
- *		budget	:= digits					(0 .. max_budget)
+ *		budget, burst := digits				(0 .. max_budget)
  *		threshold := digits [ "." digits ] | "." digits	(in (0, 1],
  *				   at most six decimals)
+ *
+ * A budget is the service's own slots; its cap is ceil(threshold *
+ * budget).  A burst is how many slots more the service may borrow from
+ * dbpool_guard.burst_pool: 0 when the entry gives none, and printed by
+ * dbpg_budgets_format only when above 0, so that "a=10+0" and "a=10" are
+ * one configuration.  "0+N" is allowed (no slot of its own: the service
+ * may only borrow); "0" alone still means that it may not connect.  The
+ * burst comes before the threshold: "a=10@0.9+5" is rejected with a hint
+ * giving the order, so that each configuration has one spelling.
  *
  * IDENTIFICATION
  *		src/budgets.c
@@ -294,19 +303,47 @@ parse_name(EntryIter *it, char *out, bool *is_star, bool pipe_ends)
 	return true;
 }
 
-/* Parse an unsigned integer in [0, max]. */
+/*
+ * Parse a whole number of connections in [0, max] at the cursor: a budget
+ * (what "budget", after sign '=') or a burst (what "burst", after sign
+ * '+'); what and sign only name it in messages.  A "." after the digits
+ * is rejected here, so that "1.5" is not read as 1 and stray text.
+ */
 static bool
-parse_budget(EntryIter *it, int max_budget, int32_t *out)
+parse_count(EntryIter *it, int max, const char *what, char sign,
+			int32_t *out)
 {
+	char		problem[160];
 	long		v = 0;
 
 	if (it->p >= it->end || !is_digit(*it->p))
-		return reject_entry(it, "has no budget: a whole number of connections from 0 to max_connections must follow \"=\"", NULL);
+	{
+		/* "a=+5": a burst with no budget before it */
+		bool		burst_first = (sign == '=' && it->p < it->end &&
+								   *it->p == '+');
+
+		snprintf(problem, sizeof(problem),
+				 "has no %s: a whole number of connections from 0 to max_connections must follow \"%c\"",
+				 what, sign);
+		return reject_entry(it, problem, burst_first ?
+							"Write a budget before the burst, 0 for no slot of its own: name=0+burst." :
+							NULL);
+	}
 	while (it->p < it->end && is_digit(*it->p))
 	{
 		v = v * 10 + (*it->p++ - '0');
-		if (v > max_budget)
-			return reject_entry(it, "has a budget larger than max_connections", NULL);
+		if (v > max)
+		{
+			snprintf(problem, sizeof(problem),
+					 "has a %s larger than max_connections", what);
+			return reject_entry(it, problem, NULL);
+		}
+	}
+	if (at_char(it, '.'))
+	{
+		snprintf(problem, sizeof(problem),
+				 "has a %s that is not a whole number of connections", what);
+		return reject_entry(it, problem, NULL);
 	}
 	*out = (int32_t) v;
 	return true;
@@ -357,37 +394,55 @@ parse_threshold(EntryIter *it, int32_t *out)
 	return true;
 }
 
-/* One budgets entry: name "=" budget [ "@" threshold ]. */
+#define ONE_BURST_HINT "Write one burst per entry: name=budget+burst or name=budget+burst@threshold."
+
+/* One budgets entry: name "=" budget [ "+" burst ] [ "@" threshold ]. */
 static bool
 parse_budget_entry(EntryIter *it, int max_budget, DbpgBudgetEntry *e,
 				   bool *is_star)
 {
+	bool		has_burst = false;
+
 	memset(e, 0, sizeof(*e));
 	e->threshold_ppm = DBPG_THRESHOLD_DEFAULT;
 	if (!parse_name(it, e->name, is_star, false))
 		return false;
 	if (!at_char(it, '='))
 		return reject_entry(it, "has no \"=\" after the name",
-							"Write name=budget or name=budget@threshold, with a name containing white space or , = @ \" in double quotes.");
+							"Write name=budget, name=budget@threshold, name=budget+burst or name=budget+burst@threshold, with a name containing white space or , = @ \" in double quotes.");
 	it->p++;
 	skip_space(it);
-	if (!parse_budget(it, max_budget, &e->budget))
+	if (!parse_count(it, max_budget, "budget", '=', &e->budget))
 		return false;
-	if (at_char(it, '.'))
-		return reject_entry(it, "has a budget that is not a whole number of connections", NULL);
+	if (at_char(it, '+'))
+	{
+		it->p++;
+		skip_space(it);
+		if (!parse_count(it, max_budget, "burst", '+', &e->burst))
+			return false;
+		if (at_char(it, '+'))
+			return reject_entry(it, "has more than one burst", ONE_BURST_HINT);
+		has_burst = true;
+	}
 	if (at_char(it, '@'))
 	{
 		it->p++;
 		skip_space(it);
 		if (!parse_threshold(it, &e->threshold_ppm))
 			return false;
-		skip_space(it);
+		if (at_char(it, '+') && has_burst)
+			return reject_entry(it, "has more than one burst", ONE_BURST_HINT);
+		if (at_char(it, '+'))
+			return reject_entry(it, "has its burst after the threshold",
+								"Write the burst before the threshold: name=budget+burst@threshold.");
 		if (it->p < it->end)
 			return reject_entry(it, "has unexpected text after the threshold",
 								"A threshold is a plain decimal such as 0.85.");
 	}
 	if (it->p < it->end)
-		return reject_entry(it, "has unexpected text after the budget", NULL);
+		return reject_entry(it, has_burst ?
+							"has unexpected text after the burst" :
+							"has unexpected text after the budget", NULL);
 	return true;
 }
 
@@ -533,6 +588,8 @@ append_entry(char *buf, size_t buflen, size_t *len,
 	else
 		append_name(buf, buflen, len, e->name);
 	append(buf, buflen, len, "=%d", (int) e->budget);
+	if (e->burst > 0)
+		append(buf, buflen, len, "+%d", (int) e->burst);
 	if (e->threshold_ppm != DBPG_THRESHOLD_DEFAULT)
 	{
 		int32_t		t = e->threshold_ppm;

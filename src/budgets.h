@@ -38,10 +38,19 @@ typedef struct DbpgParseError
 	char		hint[256];
 } DbpgParseError;
 
+/*
+ * One budgets entry, "name=budget[+burst][@threshold]".  budget is the
+ * service's own (guaranteed) slots, whose cap is ceil(threshold * budget);
+ * burst is how many more it may borrow from dbpool_guard.burst_pool, 0
+ * when the entry gives none.  A budget of 0 with a burst ("0+N") is a
+ * service with no slot of its own that may only borrow; "0" alone (or
+ * "0+0") may not connect.
+ */
 typedef struct DbpgBudgetEntry
 {
 	char		name[DBPG_NAME_MAX + 1];	/* first: entries sort by it */
 	int32_t		budget;			/* 0 .. max_budget */
+	int32_t		burst;			/* 0 .. max_budget; 0 when not given */
 	int32_t		threshold_ppm;	/* 1 .. DBPG_PPM, or DBPG_THRESHOLD_DEFAULT */
 } DbpgBudgetEntry;
 
@@ -98,6 +107,10 @@ typedef struct DbpgBindings
  * The parsers.  Each fills *out, which must have room for the largest
  * value allowed (the ...Size() macros with the limits given); on failure
  * each returns false and says why in *err.
+ *
+ * dbpg_budgets_parse reads "name=budget[+burst][@threshold], ..." (the
+ * grammar is at the top of budgets.c); max_budget bounds both the budget
+ * and the burst of every entry.
  */
 extern bool dbpg_budgets_parse(const char *value, int max_entries,
 							   int max_budget, DbpgBudgets *out,
@@ -126,7 +139,7 @@ extern const DbpgBinding *dbpg_bindings_find(const DbpgBindings *b,
 
 /*
  * Print a parsed budgets value in canonical form (sorted, quoted where
- * needed, "*" last).  Returns the length it needed, like snprintf.  Used
+ * needed, "+burst" only when the burst is above 0, "*" last).  Returns the length it needed, like snprintf.  Used
  * by the fuzz harness (test/fuzz) to check that what is parsed prints
  * and parses back the same; the server does not call it.
  */

@@ -14,6 +14,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/postmaster.h"
+#include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/wait_event.h"
@@ -64,6 +65,19 @@ extern void _PG_init(void);
 	(SuperuserReservedConnections + ReservedConnections)
 #endif
 
+/* 16: HaveNFreeProcs() also says how many it found. */
+#if PG_VERSION_NUM < 160000
+#define dbpg_have_free_procs(n)		HaveNFreeProcs(n)
+#else
+static inline bool
+dbpg_have_free_procs(int n)
+{
+	int			nfree;
+
+	return HaveNFreeProcs(n, &nfree);
+}
+#endif
+
 /* 15.1: SetSingleFuncCall() was renamed InitMaterializedSRF(); 15 keeps both. */
 #if PG_VERSION_NUM < 160000
 #define dbpg_init_srf(fcinfo)	SetSingleFuncCall((fcinfo), 0)
@@ -83,8 +97,10 @@ extern void _PG_init(void);
 /* 17: extensions can name their wait events. */
 #if PG_VERSION_NUM < 170000
 #define dbpg_wait_event_main()	((uint32) PG_WAIT_EXTENSION)
+#define dbpg_wait_event_login()	((uint32) PG_WAIT_EXTENSION)
 #else
 #define dbpg_wait_event_main()	WaitEventExtensionNew("DbpoolGuardMain")
+#define dbpg_wait_event_login()	WaitEventExtensionNew("DbpoolGuardLoginWait")
 #endif
 
 /*
@@ -104,6 +120,12 @@ extern void _PG_init(void);
 /*
  * Checked against 15-18 and needing no guard:
  * - shmem_request_hook exists from 15, the oldest major supported.
+ * - The login wait (waiting.c) uses WL_SOCKET_CLOSED, WaitEventSetCanReportClosed(),
+ *   get_timeout_active() and get_timeout_finish_time(), all in 15-18 (18
+ *   moved the WL_* flags to storage/waiteventset.h, which latch.h
+ *   includes); in each, ClientAuthentication() runs with the
+ *   authentication timer armed as STATEMENT_TIMEOUT, inside the startup
+ *   transaction.
  * - 16 hides symbols by default: dbpg_worker_main is declared PGDLLEXPORT
  *   (src/worker.c), which every major accepts.
  * - 18 adds STATE_STARTING and shows backends in pg_stat_activity before

@@ -40,6 +40,10 @@ int32		dbpg_threshold_ppm = 850000;
 int			dbpg_service_key = DBPG_KEY_APPLICATION_NAME;
 char	   *dbpg_service_roles_string = NULL;
 const DbpgBindings *dbpg_bindings = NULL;
+int			dbpg_burst_pool = 0;
+int			dbpg_max_wait = 0;
+int			dbpg_max_waiters = 4;
+int			dbpg_max_waiters_total = 10;
 
 static const struct config_enum_entry mode_options[] = {
 	{"enforce", DBPG_MODE_ENFORCE, false},
@@ -261,6 +265,19 @@ dbpg_entry_threshold(const DbpgBudgetEntry *e)
 		dbpg_threshold_ppm : e->threshold_ppm;
 }
 
+/*
+ * How many logins may wait at once, server-wide, as this backend's
+ * settings say: 0 when logins do not wait.  Each holds a connection slot,
+ * so budget_check() and the configuration's log line count it.
+ */
+int
+dbpg_waiters_bound(void)
+{
+	if (dbpg_max_wait <= 0 || dbpg_max_waiters <= 0)
+		return 0;
+	return dbpg_max_waiters_total;
+}
+
 /* The number of connections at which an entry's service is refused. */
 int32
 dbpg_entry_cap(const DbpgBudgetEntry *e)
@@ -283,7 +300,7 @@ define_gucs(void)
 
 	DefineCustomStringVariable("dbpool_guard.budgets",
 							   "Connection budget of each service.",
-							   "Comma-separated entries name=budget or name=budget@threshold, each name a service as dbpool_guard.service_key names it; \"*\" is one shared budget for all unlisted services.",
+							   "Comma-separated entries name=budget, name=budget@threshold, name=budget+burst or name=budget+burst@threshold, each name a service as dbpool_guard.service_key names it; \"*\" is one shared budget for all unlisted services.",
 							   &dbpg_budgets_string,
 							   "",
 							   PGC_SIGHUP,
@@ -345,6 +362,42 @@ define_gucs(void)
 							   PGC_SIGHUP,
 							   0,
 							   check_service_roles, assign_service_roles, NULL);
+
+	DefineCustomIntVariable("dbpool_guard.burst_pool",
+							"Connection slots that services may borrow beyond their budgets, server-wide.",
+							"A service borrows only up to the burst of its budgets entry (name=budget+burst), only when its own slots are at its cap, and repays first when a session ends.",
+							&dbpg_burst_pool,
+							0, 0, MAX_BACKENDS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dbpool_guard.max_wait",
+							"Longest a login waits for a slot of its service before it is refused.",
+							"0 refuses at once. A wait ends 500 ms before authentication_timeout would end the connection.",
+							&dbpg_max_wait,
+							0, 0, 600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dbpool_guard.max_waiters",
+							"Most logins of one service waiting for a slot at once.",
+							"A login that finds this many of its service waiting is refused at once.",
+							&dbpg_max_waiters,
+							4, 0, MAX_BACKENDS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("dbpool_guard.max_waiters_total",
+							"Most logins waiting for a slot at once, server-wide.",
+							"Each waiting login holds a connection slot: budget_check() counts this bound when max_wait is set.",
+							&dbpg_max_waiters_total,
+							10, 0, MAX_BACKENDS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("dbpool_guard.sample_interval",
 							"Period of the worker's samples of the backend status array.",

@@ -118,7 +118,8 @@ typedef struct DbpgBucketWorker
 typedef struct DbpgBucket
 {
 	char		name[NAMEDATALEN];	/* hash key: must be first */
-	pg_atomic_uint32 in_use;	/* slots held now */
+	pg_atomic_uint64 slots;		/* slots held now, and how many of them are
+								 * borrowed from the burst pool (slots.c) */
 	pg_atomic_uint32 peak;
 	pg_atomic_uint64 admitted;
 	pg_atomic_uint64 rejected;
@@ -126,6 +127,10 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 terminated;	/* by dbpool_guard.terminate_sessions() */
 	pg_atomic_uint64 misattributed; /* claims of this service refused trust */
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
+	pg_atomic_uint32 waiters;	/* logins waiting now (written under the
+								 * wait lock, read without it) */
+	pg_atomic_uint64 waited;	/* admitted after waiting */
+	pg_atomic_uint64 wait_timeouts; /* refused when the wait ran out */
 	DbpgLogLimit refusal_log;	/* refusals and would-be refusals */
 	DbpgLogLimit claim_log;		/* refused claims of the service */
 
@@ -134,6 +139,22 @@ typedef struct DbpgBucket
 
 	DbpgBucketWorker worker;
 } DbpgBucket;
+
+/*
+ * A bucket's slot word: slots in use in the low half, borrowed ones in the
+ * high half, so that one compare-and-exchange moves both.  A bucket's own
+ * slots in use are in_use - borrowed; borrowed <= in_use always.
+ */
+#define DBPG_SLOTS_IN_USE(w)	((uint32) ((w) & UINT64CONST(0xFFFFFFFF)))
+#define DBPG_SLOTS_BORROWED(w)	((uint32) ((w) >> 32))
+#define DBPG_SLOT_ONE			UINT64CONST(1)
+#define DBPG_SLOT_BORROWED_ONE	(UINT64CONST(1) << 32)
+
+static inline uint32
+dbpg_bucket_in_use(DbpgBucket *b)
+{
+	return DBPG_SLOTS_IN_USE(pg_atomic_read_u64(&b->slots));
+}
 
 /* What one admitted backend holds; indexed by the backend's slot. */
 typedef struct DbpgHolding
@@ -148,6 +169,15 @@ typedef struct DbpgHolding
 	uint8		state;			/* DbpgState from the last sample */
 } DbpgHolding;
 
+/* Why a login was refused (dbpool_guard.rejections.reason). */
+typedef enum DbpgReason
+{
+	DBPG_REASON_OVER_CAP,		/* no slot it may take */
+	DBPG_REASON_WAIT_TIMEOUT,	/* none came within its wait */
+	DBPG_REASON_QUEUE_FULL,		/* no room to wait */
+	DBPG_REASON_WAIT_CANCELLED	/* cancel_waiting_login() */
+} DbpgReason;
+
 /* One refusal (or would-be refusal in monitor mode). */
 typedef struct DbpgRejection
 {
@@ -161,7 +191,70 @@ typedef struct DbpgRejection
 	int32		budget;
 	bool		enforced;
 	bool		misattributed;	/* the session had claimed another service */
+	uint8		reason;			/* DbpgReason */
 } DbpgRejection;
+
+/*
+ * A ring entry: seq is 0 while it is being written, then the entry's
+ * number + 1, so that a reader copying without a lock can tell a whole
+ * entry from a torn one (shmem.c).
+ */
+typedef struct DbpgRingEntry
+{
+	pg_atomic_uint64 seq;
+	DbpgRejection r;
+} DbpgRingEntry;
+
+/*
+ * What a login may take: its cap of own slots, its burst of borrowed
+ * ones, and the pool's size, as the login's own settings say.
+ */
+typedef struct DbpgLimits
+{
+	uint32		cap;
+	uint32		burst;
+	uint32		pool;
+} DbpgLimits;
+
+/* What a slot taken was. */
+typedef enum DbpgTake
+{
+	DBPG_TAKE_NONE = 0,
+	DBPG_TAKE_OWN,
+	DBPG_TAKE_BORROWED
+} DbpgTake;
+
+/* Where a waiting login stands (waiting.c). */
+typedef enum DbpgWaitState
+{
+	DBPG_WAIT_NONE = 0,			/* not waiting */
+	DBPG_WAIT_QUEUED,			/* in the queue */
+	DBPG_WAIT_GRANTED,			/* handed a slot, not yet taken up */
+	DBPG_WAIT_CANCELLED			/* cancel_waiting_login() */
+} DbpgWaitState;
+
+/*
+ * A login waiting for a slot; indexed like the holdings.  All of it is
+ * under the wait lock.  The queue is one list in arrival order (ticket),
+ * linked through next/prev.
+ */
+typedef struct DbpgWaiter
+{
+	int			pid;			/* 0 when not in use */
+	uint8		state;			/* DbpgWaitState */
+	uint8		granted;		/* DbpgTake handed over */
+	int			prev;			/* index, -1 at either end */
+	int			next;
+	uint64		ticket;
+	DbpgBucket *bucket;
+	DbpgLimits	limits;
+	uint64		seen;			/* the bucket's slot word before the grant */
+	PGPROC	   *proc;
+	TimestampTz since;
+	NameData	user_name;
+	NameData	database_name;
+	char		client_addr[64];
+} DbpgWaiter;
 
 /*
  * The shared block.  Its two locks are taken only in shmem.c, through the
@@ -170,15 +263,26 @@ typedef struct DbpgRejection
 typedef struct DbpgShared
 {
 	LWLock	   *lock;			/* the bucket hash */
-	LWLock	   *ring_lock;		/* the rejection ring */
+	LWLock	   *wait_lock;		/* the waiters' queue (waiting.c) */
 	int			nbuckets;		/* named buckets; under lock */
 	uint64		passes;			/* samples ever taken; the worker's */
 	pg_atomic_uint64 overflow;	/* admitted unguarded: table full */
 	DbpgLogLimit overflow_log;
 	pg_atomic_uint64 sampled_at;	/* TimestampTz of the last sample */
 	DbpgBucket	deflt;			/* the shared "*" bucket */
-	uint64		ring_next;		/* refusals ever recorded; under ring_lock */
-	DbpgRejection ring[DBPG_RING_SIZE];
+
+	/* the burst pool and the waiters (slots.c, waiting.c) */
+	pg_atomic_uint32 pool_lent;	/* pool slots borrowed now */
+	pg_atomic_uint32 waiters;	/* logins waiting now, server-wide */
+	pg_atomic_uint32 pool_waiters;	/* of which may borrow */
+	int			wait_head;		/* under wait_lock; -1 when empty */
+	int			wait_tail;
+	uint64		next_ticket;	/* under wait_lock */
+
+	/* the rejection ring, written without a lock (shmem.c) */
+	pg_atomic_uint64 ring_next; /* entries ever claimed */
+	pg_atomic_uint64 ring_base; /* ring_next at the last reset */
+	DbpgRingEntry ring[DBPG_RING_SIZE];
 } DbpgShared;
 
 /* GUCs (dbpool_guard.c) */
@@ -195,14 +299,20 @@ extern int	dbpg_service_key;
 extern char *dbpg_service_roles_string;
 extern const DbpgBindings *dbpg_bindings;	/* NULL until set */
 extern int32 dbpg_threshold_ppm;
+extern int	dbpg_burst_pool;
+extern int	dbpg_max_wait;
+extern int	dbpg_max_waiters;
+extern int	dbpg_max_waiters_total;
 
 extern bool dbpg_configured_budgets_invalid(void);
 extern int32 dbpg_entry_threshold(const DbpgBudgetEntry *e);
 extern int32 dbpg_entry_cap(const DbpgBudgetEntry *e);
+extern int	dbpg_waiters_bound(void);
 
 /* shmem.c: the shared block, the bucket table, the holdings, the ring */
 extern DbpgShared *dbpg_shared;
 extern DbpgHolding *dbpg_holdings;
+extern DbpgWaiter *dbpg_waiters;	/* dbpg_nholdings of them */
 extern int	dbpg_nholdings;
 extern void dbpg_shmem_init_hooks(void);
 extern void dbpg_require_shared(void);
@@ -212,12 +322,58 @@ extern void dbpg_buckets_foreach(void (*fn) (DbpgBucket *b, void *arg),
 								 void *arg);
 extern int	dbpg_unguarded_services(const DbpgBudgets *cfg);
 extern void dbpg_ring_record(DbpgRejection *r, DbpgBucket *b);
-extern uint64 dbpg_ring_copy(DbpgRejection *out);
+extern int	dbpg_ring_copy(DbpgRejection *out);
 extern void dbpg_ring_reset(void);
+
+/* slots.c: taking and giving back slots, the burst pool */
+extern DbpgTake dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim,
+							   bool may_borrow, uint64 *seen);
+extern uint64 dbpg_slot_add(DbpgBucket *b);
+extern bool dbpg_slot_release(DbpgBucket *b);
+
+/* waiting.c: the waiters' queue */
+typedef enum DbpgJoin
+{
+	DBPG_JOIN_GRANTED,			/* a slot at once (older waiters first) */
+	DBPG_JOIN_WAITING,			/* in the queue: call dbpg_queue_wait() */
+	DBPG_JOIN_REFUSED,			/* no slot, and not to wait */
+	DBPG_JOIN_FULL_SERVICE,		/* max_waiters of its service wait */
+	DBPG_JOIN_FULL_SERVER,		/* max_waiters_total wait */
+	DBPG_JOIN_NO_PROCS			/* no free process slot beyond the reserved */
+} DbpgJoin;
+
+typedef enum DbpgWaitEnd
+{
+	DBPG_WAIT_END_GRANTED,
+	DBPG_WAIT_END_TIMEOUT,
+	DBPG_WAIT_END_CANCELLED
+} DbpgWaitEnd;
+
+/* What a login brings to the queue. */
+typedef struct DbpgJoinRequest
+{
+	DbpgBucket *bucket;
+	DbpgLimits	limits;
+	bool		may_wait;
+	const char *user_name;
+	const char *database_name;
+	const char *client_addr;
+} DbpgJoinRequest;
+
+extern DbpgJoin dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took,
+								uint64 *seen, uint64 *ticket);
+extern DbpgWaitEnd dbpg_queue_wait(TimestampTz deadline, pgsocket sock,
+								   DbpgTake *took, uint64 *seen);
+extern DbpgBucket *dbpg_queue_forget(void);
+extern void dbpg_queue_after_release(void);
 
 /* admission.c */
 extern void dbpg_admission_init(void);
 extern bool dbpg_quiet_messages;	/* while set, messages below WARNING go nowhere */
+
+/* views.c */
+extern Datum dbpg_client_addr_datum(const char *addr, bool *isnull);
+extern Interval *dbpg_interval_usecs(int64 usecs);
 
 /* worker.c */
 extern void dbpg_register_worker(void);

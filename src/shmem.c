@@ -19,15 +19,18 @@
  * clears the names that are no longer listed.
  *
  * Locking: this file owns the shared block, and is the only one that
- * names the bucket hash or takes one of the two locks of our tranche.
- *	- a bucket's counters are atomics, taken and released without a lock;
+ * names the bucket hash; of the two locks of our tranche it takes the
+ * first, and waiting.c the second (the waiters' queue).
+ *	- a bucket's counters are atomics, taken and released without a lock
+ *	  (slots.c);
  *	- the hash of named buckets is under the first lock: a lookup
  *	  (dbpg_bucket_find, dbpg_bucket_get) holds it in LW_SHARED for one
  *	  hash probe, and only a miss of dbpg_bucket_get (a service added by
  *	  a reload) inserts under LW_EXCLUSIVE, after looking again for the
  *	  name; dbpg_buckets_foreach holds it shared for the whole walk, so
  *	  its callback must be short and must not take it again;
- *	- the rejection ring is under the second lock;
+ *	- the rejection ring takes no lock: a refusal claims an entry with an
+ *	  atomic increment and marks it whole when written (dbpg_ring_record);
  *	- a holding and a bucket's sample are under their own spinlocks.
  *
  * Everything is set up again by a crash restart, so every counter starts
@@ -51,6 +54,7 @@
 
 DbpgShared *dbpg_shared = NULL;
 DbpgHolding *dbpg_holdings = NULL;
+DbpgWaiter *dbpg_waiters = NULL;
 int			dbpg_nholdings = 0;
 
 /* The named buckets: a shared hash keyed by name (this file only). */
@@ -65,6 +69,12 @@ holdings_size(void)
 	return mul_size(MaxBackends, sizeof(DbpgHolding));
 }
 
+static Size
+waiters_size(void)
+{
+	return mul_size(MaxBackends, sizeof(DbpgWaiter));
+}
+
 static void
 dbpg_shmem_request(void)
 {
@@ -75,6 +85,7 @@ dbpg_shmem_request(void)
 	RequestAddinShmemSpace(hash_estimate_size(dbpg_max_services,
 											  sizeof(DbpgBucket)));
 	RequestAddinShmemSpace(MAXALIGN(holdings_size()));
+	RequestAddinShmemSpace(MAXALIGN(waiters_size()));
 	RequestNamedLWLockTranche(DBPG_TRANCHE, 2);
 }
 
@@ -89,7 +100,7 @@ static void
 bucket_init(DbpgBucket *b)
 {
 	/* the name (hash key) is already set */
-	pg_atomic_init_u32(&b->in_use, 0);
+	pg_atomic_init_u64(&b->slots, 0);
 	pg_atomic_init_u32(&b->peak, 0);
 	pg_atomic_init_u64(&b->admitted, 0);
 	pg_atomic_init_u64(&b->rejected, 0);
@@ -97,6 +108,9 @@ bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->terminated, 0);
 	pg_atomic_init_u64(&b->misattributed, 0);
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
+	pg_atomic_init_u32(&b->waiters, 0);
+	pg_atomic_init_u64(&b->waited, 0);
+	pg_atomic_init_u64(&b->wait_timeouts, 0);
 	log_limit_init(&b->refusal_log);
 	log_limit_init(&b->claim_log);
 	SpinLockInit(&b->mutex);
@@ -122,7 +136,7 @@ dbpg_shmem_startup(void)
 
 		memset(dbpg_shared, 0, sizeof(DbpgShared));
 		dbpg_shared->lock = &locks[0].lock;
-		dbpg_shared->ring_lock = &locks[1].lock;
+		dbpg_shared->wait_lock = &locks[1].lock;
 		dbpg_shared->nbuckets = 0;
 		dbpg_shared->passes = 0;
 		pg_atomic_init_u64(&dbpg_shared->overflow, 0);
@@ -130,7 +144,16 @@ dbpg_shmem_startup(void)
 		pg_atomic_init_u64(&dbpg_shared->sampled_at, 0);
 		strlcpy(dbpg_shared->deflt.name, "*", NAMEDATALEN);
 		bucket_init(&dbpg_shared->deflt);
-		dbpg_shared->ring_next = 0;
+		pg_atomic_init_u32(&dbpg_shared->pool_lent, 0);
+		pg_atomic_init_u32(&dbpg_shared->waiters, 0);
+		pg_atomic_init_u32(&dbpg_shared->pool_waiters, 0);
+		dbpg_shared->wait_head = -1;
+		dbpg_shared->wait_tail = -1;
+		dbpg_shared->next_ticket = 1;
+		pg_atomic_init_u64(&dbpg_shared->ring_next, 0);
+		pg_atomic_init_u64(&dbpg_shared->ring_base, 0);
+		for (int i = 0; i < DBPG_RING_SIZE; i++)
+			pg_atomic_init_u64(&dbpg_shared->ring[i].seq, 0);
 	}
 
 	dbpg_nholdings = MaxBackends;
@@ -142,6 +165,18 @@ dbpg_shmem_startup(void)
 		{
 			memset(&dbpg_holdings[i], 0, sizeof(DbpgHolding));
 			SpinLockInit(&dbpg_holdings[i].mutex);
+		}
+	}
+
+	dbpg_waiters = ShmemInitStruct("dbpool_guard waiters", waiters_size(),
+								   &found);
+	if (!found)
+	{
+		for (int i = 0; i < dbpg_nholdings; i++)
+		{
+			memset(&dbpg_waiters[i], 0, sizeof(DbpgWaiter));
+			dbpg_waiters[i].prev = -1;
+			dbpg_waiters[i].next = -1;
 		}
 	}
 
@@ -271,47 +306,73 @@ dbpg_unguarded_services(const DbpgBudgets *cfg)
 }
 
 /*
- * Add a refusal to the ring, overwriting the oldest.  r is filled but for
- * its time, which is read under the lock so that the ring is in time
- * order; an enforced refusal sets b's last_rejected_at there too, so that
- * it is always the time of the newest refusal of b in the ring.
+ * Add a refusal to the ring, overwriting the oldest, without a lock: the
+ * entry is claimed with an atomic increment, marked as being written
+ * (seq 0), filled, then marked whole (seq = its number + 1).  Entries are
+ * numbered in the order they were claimed; the time is read just before,
+ * so two refusals in the same microseconds may show in either order.  An
+ * enforced refusal moves b's last_rejected_at forward to its time.
  */
 void
 dbpg_ring_record(DbpgRejection *r, DbpgBucket *b)
 {
-	DbpgRejection *slot;
+	uint64		n;
+	DbpgRingEntry *slot;
 
-	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
-	slot = &dbpg_shared->ring[dbpg_shared->ring_next % DBPG_RING_SIZE];
-	dbpg_shared->ring_next++;
 	r->at = GetCurrentTimestamp();
 	if (r->enforced)
-		pg_atomic_write_u64(&b->last_rejected_at, (uint64) r->at);
-	memcpy(slot, r, sizeof(DbpgRejection));
-	LWLockRelease(dbpg_shared->ring_lock);
+	{
+		uint64		last = pg_atomic_read_u64(&b->last_rejected_at);
+
+		while ((uint64) r->at > last &&
+			   !pg_atomic_compare_exchange_u64(&b->last_rejected_at, &last,
+											   (uint64) r->at))
+			;
+	}
+	n = pg_atomic_fetch_add_u64(&dbpg_shared->ring_next, 1);
+	slot = &dbpg_shared->ring[n % DBPG_RING_SIZE];
+	pg_atomic_write_u64(&slot->seq, 0);
+	pg_write_barrier();
+	memcpy(&slot->r, r, sizeof(DbpgRejection));
+	pg_write_barrier();
+	pg_atomic_write_u64(&slot->seq, n + 1);
 }
 
 /*
- * Copy the ring into out[DBPG_RING_SIZE]; returns how many refusals were
- * ever recorded (since the last reset), so the newest is at
- * (returned - 1) % DBPG_RING_SIZE.
+ * Copy the entries recorded since the last reset, newest first, into
+ * out[DBPG_RING_SIZE]; returns how many.  An entry being written, or
+ * overwritten while copied, is left out.
  */
-uint64
+int
 dbpg_ring_copy(DbpgRejection *out)
 {
-	uint64		next;
+	uint64		next = pg_atomic_read_u64(&dbpg_shared->ring_next);
+	uint64		base = pg_atomic_read_u64(&dbpg_shared->ring_base);
+	uint64		first = next > DBPG_RING_SIZE ? next - DBPG_RING_SIZE : 0;
+	int			count = 0;
 
-	LWLockAcquire(dbpg_shared->ring_lock, LW_SHARED);
-	next = dbpg_shared->ring_next;
-	memcpy(out, dbpg_shared->ring, sizeof(DbpgRejection) * DBPG_RING_SIZE);
-	LWLockRelease(dbpg_shared->ring_lock);
-	return next;
+	pg_read_barrier();
+	if (base > first)
+		first = base;
+	for (uint64 n = next; n > first; n--)
+	{
+		DbpgRingEntry *slot = &dbpg_shared->ring[(n - 1) % DBPG_RING_SIZE];
+
+		if (pg_atomic_read_u64(&slot->seq) != n)
+			continue;
+		pg_read_barrier();
+		memcpy(&out[count], &slot->r, sizeof(DbpgRejection));
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&slot->seq) == n)
+			count++;
+	}
+	return count;
 }
 
+/* Forget the entries recorded so far (reset_counters()). */
 void
 dbpg_ring_reset(void)
 {
-	LWLockAcquire(dbpg_shared->ring_lock, LW_EXCLUSIVE);
-	dbpg_shared->ring_next = 0;
-	LWLockRelease(dbpg_shared->ring_lock);
+	pg_atomic_write_u64(&dbpg_shared->ring_base,
+						pg_atomic_read_u64(&dbpg_shared->ring_next));
 }

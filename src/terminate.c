@@ -242,7 +242,7 @@ collect_holdings(const char *service, Candidate *out, DbpgBucket **bucket)
 
 		target = dbpg_bucket_find(service);
 		known = dbpg_budgets_find(dbpg_budgets, service) != NULL ||
-			(target != NULL && pg_atomic_read_u32(&target->in_use) > 0);
+			(target != NULL && dbpg_bucket_in_use(target) > 0);
 		if (!known)
 			ereport(ERROR,
 					errcode(ERRCODE_UNDEFINED_OBJECT),

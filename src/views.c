@@ -30,17 +30,20 @@
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_2);
 PG_FUNCTION_INFO_V1(dbpool_guard_status_1_3);
+PG_FUNCTION_INFO_V1(dbpool_guard_status_1_5);
 PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_rejections_1_3);
 PG_FUNCTION_INFO_V1(dbpool_guard_sessions_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_0);
+PG_FUNCTION_INFO_V1(dbpool_guard_budget_check_1_5);
+PG_FUNCTION_INFO_V1(dbpool_guard_pool_1_5);
 PG_FUNCTION_INFO_V1(dbpool_guard_reset_counters_1_0);
 PG_FUNCTION_INFO_V1(dbpool_guard_enforcement_1_4);
 
 /*
  * dbpool_guard.status grows by appending columns; the function fills as
  * many as the calling SQL definition declares, so every released shape
- * keeps working.  1.0 has 18; later versions append counters in
+ * keeps working.  1.0 has 18; later versions append columns in
  * StatusExtra order.
  */
 #define STATUS_COLS_1_0		18
@@ -48,22 +51,37 @@ PG_FUNCTION_INFO_V1(dbpool_guard_enforcement_1_4);
 #define REJECTIONS_COLS_1_0	8	/* 1.3 appends reason */
 #define REJECTIONS_COLS_MAX	9
 #define SESSIONS_COLS		5
-#define BUDGET_CHECK_COLS	5
+#define BUDGET_CHECK_COLS_1_0	5
+#define BUDGET_CHECK_COLS	8	/* 1.5 appends burst_pool, waiters_bound, total */
+#define POOL_COLS			5
 #define ENFORCEMENT_COLS	4
 
-/* Counters appended to dbpool_guard.status by later versions, in order. */
+/*
+ * Columns appended to dbpool_guard.status by later versions, in order:
+ * int8 counters but for the three int4 of 1.5 (STATUS_IS_INT4).
+ */
 typedef enum StatusExtra
 {
-	STATUS_TERMINATED,			/* terminated_total */
-	STATUS_MISATTRIBUTED,		/* misattributed_total */
+	STATUS_TERMINATED,			/* 1.2: terminated_total */
+	STATUS_MISATTRIBUTED,		/* 1.3: misattributed_total */
+	STATUS_BURST,				/* 1.5: burst (int4) */
+	STATUS_BORROWED,			/* 1.5: borrowed (int4) */
+	STATUS_WAITING_LOGINS,		/* 1.5: waiting_logins (int4) */
+	STATUS_WAITED,				/* 1.5: waited_total */
+	STATUS_WAIT_TIMEOUTS,		/* 1.5: wait_timeouts_total */
 	STATUS_NEXTRA
 } StatusExtra;
+
+#define STATUS_IS_INT4(k) \
+	((k) == STATUS_BURST || (k) == STATUS_BORROWED || (k) == STATUS_WAITING_LOGINS)
 
 /* A consistent copy of one bucket's figures. */
 typedef struct BucketCopy
 {
 	char		name[NAMEDATALEN];
 	uint32		in_use;
+	uint32		borrowed;
+	uint32		waiters;
 	uint32		peak;
 	uint64		admitted;
 	uint64		rejected;
@@ -76,14 +94,22 @@ typedef struct BucketCopy
 static void
 copy_bucket(DbpgBucket *b, BucketCopy *c)
 {
+	uint64		slots = pg_atomic_read_u64(&b->slots);
+
 	strlcpy(c->name, b->name, NAMEDATALEN);
-	c->in_use = pg_atomic_read_u32(&b->in_use);
+	c->in_use = DBPG_SLOTS_IN_USE(slots);
+	c->borrowed = DBPG_SLOTS_BORROWED(slots);
+	c->waiters = pg_atomic_read_u32(&b->waiters);
 	c->peak = pg_atomic_read_u32(&b->peak);
 	c->admitted = pg_atomic_read_u64(&b->admitted);
 	c->rejected = pg_atomic_read_u64(&b->rejected);
 	c->would_reject = pg_atomic_read_u64(&b->would_reject);
 	c->extra[STATUS_TERMINATED] = pg_atomic_read_u64(&b->terminated);
 	c->extra[STATUS_MISATTRIBUTED] = pg_atomic_read_u64(&b->misattributed);
+	c->extra[STATUS_BORROWED] = c->borrowed;
+	c->extra[STATUS_WAITING_LOGINS] = c->waiters;
+	c->extra[STATUS_WAITED] = pg_atomic_read_u64(&b->waited);
+	c->extra[STATUS_WAIT_TIMEOUTS] = pg_atomic_read_u64(&b->wait_timeouts);
 	c->last_rejected_at = (TimestampTz) pg_atomic_read_u64(&b->last_rejected_at);
 	SpinLockAcquire(&b->mutex);
 	c->sample = b->sample;
@@ -105,10 +131,17 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 	memset(nulls, 0, sizeof(nulls));
 	if (e != NULL)
 	{
+		uint32		borrowed = c ? c->borrowed : 0;
+		uint32		own = in_use - borrowed;
+		bool		may_borrow = borrowed < (uint32) e->burst &&
+			pg_atomic_read_u32(&dbpg_shared->pool_lent) < (uint32) dbpg_burst_pool;
+
 		cap = dbpg_entry_cap(e);
-		if (e->budget == 0 || in_use >= (uint32) cap)
+		/* would a new login wait or be refused? */
+		if ((own >= (uint32) cap && !may_borrow) || (c && c->waiters > 0))
 			state = "rejecting";
-		else if ((double) in_use / e->budget >= dbpg_warning_threshold)
+		else if (borrowed > 0 ||
+				 (e->budget > 0 && (double) own / e->budget >= dbpg_warning_threshold))
 			state = "warning";
 	}
 
@@ -160,17 +193,10 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 	/* longest_idle_in_transaction, as of the sample */
 	if (sampled_at != 0)
 	{
-		Interval   *iv = palloc0(sizeof(Interval));
 		TimestampTz oldest = c ? c->sample.oldest_iit_start : 0;
 
-		if (oldest != 0 && sampled_at > oldest)
-		{
-			int64		usecs = sampled_at - oldest;
-
-			iv->day = (int32) (usecs / USECS_PER_DAY);
-			iv->time = usecs % USECS_PER_DAY;
-		}
-		values[i++] = IntervalPGetDatum(iv);
+		values[i++] = IntervalPGetDatum(dbpg_interval_usecs(oldest != 0 && sampled_at > oldest ?
+														 sampled_at - oldest : 0));
 		values[i++] = TimestampTzGetDatum(sampled_at);
 	}
 	else
@@ -180,7 +206,21 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 	}
 	Assert(i == STATUS_COLS_1_0);
 	for (int k = 0; i < ncols; k++)
-		values[i++] = Int64GetDatum(c ? (int64) c->extra[k] : 0);
+	{
+		uint64		v = c ? c->extra[k] : 0;
+
+		if (k == STATUS_BURST)
+		{
+			if (e != NULL)
+				values[i++] = Int32GetDatum(e->burst);
+			else
+				nulls[i++] = true;
+		}
+		else if (STATUS_IS_INT4(k))
+			values[i++] = Int32GetDatum((int32) v);
+		else
+			values[i++] = Int64GetDatum((int64) v);
+	}
 
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
@@ -255,7 +295,7 @@ status_internal(FunctionCallInfo fcinfo, int ncols)
 	{
 		BucketCopy *c = &copies.items[j];
 
-		if (c->in_use > 0 && dbpg_budgets_find(cfg, c->name) == NULL)
+		if ((c->in_use > 0 || c->waiters > 0) && dbpg_budgets_find(cfg, c->name) == NULL)
 			put_status_row(rsinfo, ncols, c->name, NULL, c, sampled_at);
 	}
 
@@ -287,14 +327,33 @@ dbpool_guard_status_1_3(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* 1.5: burst, borrowed, waiting_logins, waited_total, wait_timeouts_total */
+Datum
+dbpool_guard_status_1_5(PG_FUNCTION_ARGS)
+{
+	status_internal(fcinfo, STATUS_COLS_1_0 + 7);
+	return (Datum) 0;
+}
+
+/* An interval of usecs microseconds, in days and time as age() shows it. */
+Interval *
+dbpg_interval_usecs(int64 usecs)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->day = (int32) (usecs / USECS_PER_DAY);
+	iv->time = usecs % USECS_PER_DAY;
+	return iv;
+}
+
 /*
  * A stored client address as inet, or NULL.  The address was cleaned as
  * pg_stat_activity's is before it was stored; anything that is still not
  * a plain IPv4 or IPv6 address is shown as NULL rather than passed to
  * inet_in(), so that no stored value can ever make the view fail.
  */
-static Datum
-client_addr_datum(const char *addr, bool *isnull)
+Datum
+dbpg_client_addr_datum(const char *addr, bool *isnull)
 {
 	unsigned char buf[sizeof(struct in6_addr)];
 	int			family = strchr(addr, ':') != NULL ? AF_INET6 : AF_INET;
@@ -306,12 +365,29 @@ client_addr_datum(const char *addr, bool *isnull)
 	return DirectFunctionCall1(inet_in, CStringGetDatum(addr));
 }
 
+/* dbpool_guard.rejections.reason */
+static const char *
+reason_name(const DbpgRejection *r)
+{
+	switch ((DbpgReason) r->reason)
+	{
+		case DBPG_REASON_WAIT_TIMEOUT:
+			return "wait_timeout";
+		case DBPG_REASON_QUEUE_FULL:
+			return "queue_full";
+		case DBPG_REASON_WAIT_CANCELLED:
+			return "wait_cancelled";
+		case DBPG_REASON_OVER_CAP:
+			break;
+	}
+	return r->misattributed ? "misattributed_over_cap" : "over_cap";
+}
+
 static void
 rejections_internal(FunctionCallInfo fcinfo, int ncols)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	DbpgRejection *ring;
-	uint64		next;
 	int			count;
 
 	dbpg_require_shared();
@@ -321,13 +397,11 @@ rejections_internal(FunctionCallInfo fcinfo, int ncols)
 			 rsinfo->setDesc->natts, ncols);
 
 	ring = palloc(sizeof(DbpgRejection) * DBPG_RING_SIZE);
-	next = dbpg_ring_copy(ring);
+	count = dbpg_ring_copy(ring);	/* newest first */
 
-	count = next < DBPG_RING_SIZE ? (int) next : DBPG_RING_SIZE;
 	for (int k = 0; k < count; k++)
 	{
-		/* newest first */
-		DbpgRejection *r = &ring[(next - 1 - k) % DBPG_RING_SIZE];
+		DbpgRejection *r = &ring[k];
 		Datum		values[REJECTIONS_COLS_MAX];
 		bool		nulls[REJECTIONS_COLS_MAX];
 
@@ -336,13 +410,12 @@ rejections_internal(FunctionCallInfo fcinfo, int ncols)
 		values[1] = CStringGetTextDatum(r->service);
 		values[2] = CStringGetTextDatum(NameStr(r->user_name));
 		values[3] = CStringGetTextDatum(NameStr(r->database_name));
-		values[4] = client_addr_datum(r->client_addr, &nulls[4]);
+		values[4] = dbpg_client_addr_datum(r->client_addr, &nulls[4]);
 		values[5] = Int32GetDatum(r->connections);
 		values[6] = Int32GetDatum(r->budget);
 		values[7] = BoolGetDatum(r->enforced);
 		if (ncols > REJECTIONS_COLS_1_0)
-			values[8] = CStringGetTextDatum(r->misattributed ?
-											"misattributed_over_cap" : "over_cap");
+			values[8] = CStringGetTextDatum(reason_name(r));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }
@@ -408,32 +481,92 @@ dbpool_guard_sessions_1_0(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-Datum
-dbpool_guard_budget_check_1_0(PG_FUNCTION_ARGS)
+/*
+ * budget_check(): the budgets against the connections the server has for
+ * them.  1.5 counts the burst pool, and the waiters' bound when logins may
+ * wait (a waiting login holds a connection slot): oversubscribed when
+ * budgets + pool + waiters exceed what is available.
+ */
+static Datum
+budget_check_internal(FunctionCallInfo fcinfo, int ncols)
 {
 	const DbpgBudgets *cfg = dbpg_budgets;
 	TupleDesc	tupdesc;
 	Datum		values[BUDGET_CHECK_COLS];
 	bool		nulls[BUDGET_CHECK_COLS];
-	int64		total = 0;
+	int64		budgets = 0;
+	int64		waiters = dbpg_waiters_bound();
+	int64		total;
 	int			reserved = dbpg_reserved_connections();
 	int			available = MaxConnections - reserved;
 
 	dbpg_require_shared();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != ncols)
+		elog(ERROR, "dbpool_guard: budget_check function called with %d result columns, expected %d",
+			 tupdesc->natts, ncols);
 
 	for (int i = 0; cfg != NULL && i < cfg->nentries; i++)
-		total += cfg->entries[i].budget;
+		budgets += cfg->entries[i].budget;
 	if (cfg != NULL && cfg->has_default)
-		total += cfg->deflt.budget;
+		budgets += cfg->deflt.budget;
+	total = budgets;
+	if (ncols > BUDGET_CHECK_COLS_1_0)
+		total += dbpg_burst_pool + waiters;
 
 	memset(nulls, 0, sizeof(nulls));
-	values[0] = Int32GetDatum((int32) Min(total, PG_INT32_MAX));
+	values[0] = Int32GetDatum((int32) Min(budgets, PG_INT32_MAX));
 	values[1] = Int32GetDatum(MaxConnections);
 	values[2] = Int32GetDatum(reserved);
 	values[3] = Int32GetDatum(available);
 	values[4] = BoolGetDatum(total > available);
+	if (ncols > BUDGET_CHECK_COLS_1_0)
+	{
+		values[5] = Int32GetDatum(dbpg_burst_pool);
+		values[6] = Int32GetDatum((int32) waiters);
+		values[7] = Int32GetDatum((int32) Min(total, PG_INT32_MAX));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
+
+Datum
+dbpool_guard_budget_check_1_0(PG_FUNCTION_ARGS)
+{
+	return budget_check_internal(fcinfo, BUDGET_CHECK_COLS_1_0);
+}
+
+Datum
+dbpool_guard_budget_check_1_5(PG_FUNCTION_ARGS)
+{
+	return budget_check_internal(fcinfo, BUDGET_CHECK_COLS);
+}
+
+/*
+ * dbpool_guard.pool: the burst pool's size (this backend's setting), the
+ * slots lent now, and the logins waiting now, server-wide.
+ */
+Datum
+dbpool_guard_pool_1_5(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[POOL_COLS];
+	bool		nulls[POOL_COLS];
+	uint32		lent;
+
+	dbpg_require_shared();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	lent = pg_atomic_read_u32(&dbpg_shared->pool_lent);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = Int32GetDatum(dbpg_burst_pool);
+	values[1] = Int32GetDatum((int32) lent);
+	values[2] = Int32GetDatum(lent < (uint32) dbpg_burst_pool ?
+							  dbpg_burst_pool - (int32) lent : 0);
+	values[3] = Int32GetDatum((int32) pg_atomic_read_u32(&dbpg_shared->waiters));
+	values[4] = Int32GetDatum(dbpg_max_waiters_total);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
 													  values, nulls)));
 }
@@ -447,8 +580,10 @@ reset_bucket(DbpgBucket *b, void *arg)
 	pg_atomic_write_u64(&b->terminated, 0);
 	pg_atomic_write_u64(&b->misattributed, 0);
 	pg_atomic_write_u64(&b->last_rejected_at, 0);
+	pg_atomic_write_u64(&b->waited, 0);
+	pg_atomic_write_u64(&b->wait_timeouts, 0);
 	/* a peak restarts from what is held now */
-	pg_atomic_write_u32(&b->peak, pg_atomic_read_u32(&b->in_use));
+	pg_atomic_write_u32(&b->peak, dbpg_bucket_in_use(b));
 }
 
 Datum

@@ -178,7 +178,7 @@ static void
 check_bucket(DbpgBucket *b, List **events, uint32 *mismatched)
 {
 	const DbpgBudgetEntry *e = bucket_entry(b);
-	uint32		in_use = pg_atomic_read_u32(&b->in_use);
+	uint32		in_use = dbpg_bucket_in_use(b);
 
 	SpinLockAcquire(&b->mutex);
 	b->sample = b->worker.scratch;
@@ -389,6 +389,22 @@ take_sample(void)
 	MemoryContextSwitchTo(TopMemoryContext);
 }
 
+/*
+ * What the burst pool and the waiters' bound add to the budgets' total,
+ * as a sentence ("" when nothing): budget_check() counts the same.
+ */
+static const char *
+elastic_sentence(int64 budgets)
+{
+	int			waiters = dbpg_waiters_bound();
+
+	if (dbpg_burst_pool == 0 && waiters == 0)
+		return "";
+	return psprintf(" With the burst pool of %d and at most %d waiting logins, the total is %lld.",
+					dbpg_burst_pool, waiters,
+					(long long) (budgets + dbpg_burst_pool + waiters));
+}
+
 /* One line on what is in force, at start and after each reload. */
 static void
 log_configuration(void)
@@ -397,6 +413,7 @@ log_configuration(void)
 	const DbpgNameList *ex = dbpg_exempt;
 	int			nbudgets = cfg ? cfg->nentries + (cfg->has_default ? 1 : 0) : 0;
 	int64		total = 0;
+	int64		elastic;
 	int			available = MaxConnections - dbpg_reserved_connections();
 	const DbpgBindings *bindings = dbpg_bindings;
 	int			nbound = bindings ? bindings->nbindings : 0;
@@ -410,6 +427,8 @@ log_configuration(void)
 		total += cfg->entries[i].budget;
 	if (cfg && cfg->has_default)
 		total += cfg->deflt.budget;
+	/* budget_check() counts the same */
+	elastic = dbpg_burst_pool + dbpg_waiters_bound();
 
 	initStringInfo(&roles);
 	initStringInfo(&missing);
@@ -447,10 +466,11 @@ log_configuration(void)
 			errmsg_plural("dbpool_guard: mode \"%s\", %d budget in force",
 						  "dbpool_guard: mode \"%s\", %d budgets in force",
 						  nbudgets, mode, nbudgets),
-			errdetail("The service key is \"%s\". The budgets total %lld of %d available connections. The default threshold is %g, the warning threshold %g. Services bound to roles: %d. Exempt roles: %s.",
+			errdetail("The service key is \"%s\". The budgets total %lld of %d available connections.%s The default threshold is %g, the warning threshold %g. Services bound to roles: %d. Exempt roles: %s.",
 					  dbpg_service_key == DBPG_KEY_ROLE ? "role" : "application_name",
-					  (long long) total, available, dbpg_threshold,
-					  dbpg_warning_threshold, nbound, roles.data));
+					  (long long) total, available,
+					  elastic_sentence(total),
+					  dbpg_threshold, dbpg_warning_threshold, nbound, roles.data));
 
 	if (missing.len > 0)
 		ereport(WARNING,
@@ -486,14 +506,15 @@ log_configuration(void)
 						  dbpg_mode == DBPG_MODE_MONITOR ?
 						  "Sessions over a cap are admitted, counted and logged, never refused." :
 						  "Sessions are neither counted nor refused."));
-	if (nbudgets > 0 && total > available)
+	if (nbudgets > 0 && total + elastic > available)
 		ereport(WARNING,
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("dbpool_guard: budgets are oversubscribed: total %lld exceeds the %d available connections",
-					   (long long) total, available),
-				errdetail("max_connections is %d, of which %d are reserved.",
-						  MaxConnections, dbpg_reserved_connections()),
-				errhint("Lower some budgets or raise max_connections, or the services can exhaust the server together."));
+					   (long long) (total + elastic), available),
+				errdetail("max_connections is %d, of which %d are reserved.%s",
+						  MaxConnections, dbpg_reserved_connections(),
+						  elastic_sentence(total)),
+				errhint("Lower some budgets, \"dbpool_guard.burst_pool\" or \"dbpool_guard.max_waiters_total\", or raise max_connections, or the services can exhaust the server together."));
 
 	pfree(roles.data);
 	pfree(missing.data);

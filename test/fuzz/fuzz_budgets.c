@@ -19,14 +19,22 @@
  *	  (it becomes the errdetail of the GUC error), and a hint that is
  *	  empty or one such sentence (the errhint), whatever the input;
  *	- an accepted value: the invariants the server relies on (names of
- *	  1..63 printable ASCII bytes, sorted and unique, budgets and
+ *	  1..63 printable ASCII bytes, sorted and unique, budgets, bursts and
  *	  thresholds in range, dbpg_budgets_find finds every entry);
  *	- the round trip: dbpg_budgets_format prints the configuration, the
- *	  printed text parses back to the same configuration, and printing
- *	  that again gives the same text (the canonical form is a fixed
- *	  point).  Name lists and bindings have no printer in src/; they are
- *	  printed here with every name quoted and must parse back the same.
+ *	  printed text parses back to the same configuration (burst
+ *	  included), and printing that again gives the same text (the
+ *	  canonical form is a fixed point).  Each entry printed alone ends in
+ *	  exactly "=budget", "+burst" when the burst is above 0 and
+ *	  "@threshold" when one was given.  Name lists and bindings have no
+ *	  printer in src/; they are printed here with every name quoted and
+ *	  must parse back the same.
  *	- a truncated print: a prefix of the full text, always terminated.
+ *
+ * Before the first input, LLVMFuzzerInitialize checks a few values with
+ * known answers (the burst grammar: what each accepted value holds, and
+ * which reason each rejected one gives), which the invariants alone do
+ * not pin down.
  *
  * A failed check prints what differs and aborts, which libFuzzer reports
  * as a crash and saves the input.
@@ -132,6 +140,8 @@ check_entry(const DbpgBudgetEntry *e, int max_budget, const char *what)
 
 	CHECK(e->budget >= 0 && e->budget <= max_budget,
 		  "%s \"%s\": budget %d out of [0, %d]", what, e->name, (int) e->budget, max_budget);
+	CHECK(e->burst >= 0 && e->burst <= max_budget,
+		  "%s \"%s\": burst %d out of [0, %d]", what, e->name, (int) e->burst, max_budget);
 	CHECK(e->threshold_ppm == DBPG_THRESHOLD_DEFAULT ||
 		  (e->threshold_ppm >= 1 && e->threshold_ppm <= DBPG_PPM),
 		  "%s \"%s\": threshold %d ppm out of range", what, e->name, (int) e->threshold_ppm);
@@ -180,10 +190,11 @@ static void
 same_entry(const DbpgBudgetEntry *a, const DbpgBudgetEntry *b, const char *printed)
 {
 	CHECK(strcmp(a->name, b->name) == 0 && a->budget == b->budget &&
-		  a->threshold_ppm == b->threshold_ppm,
-		  "round trip changed \"%s\"=%d@%d into \"%s\"=%d@%d (printed: %s)",
-		  a->name, (int) a->budget, (int) a->threshold_ppm,
-		  b->name, (int) b->budget, (int) b->threshold_ppm, printed);
+		  a->burst == b->burst && a->threshold_ppm == b->threshold_ppm,
+		  "round trip changed \"%s\"=%d+%d@%d into \"%s\"=%d+%d@%d (printed: %s)",
+		  a->name, (int) a->budget, (int) a->burst, (int) a->threshold_ppm,
+		  b->name, (int) b->budget, (int) b->burst, (int) b->threshold_ppm,
+		  printed);
 }
 
 /* Print b; the result is malloc'd and exactly as long as needed. */
@@ -226,6 +237,52 @@ print_budgets(const DbpgBudgets *b)
 	return buf;
 }
 
+/*
+ * Print one entry alone: it must end in "=budget[+burst][@threshold]",
+ * with "+burst" exactly when the burst is above 0.  Nothing after the
+ * name holds "=", so the last "=" is the one before the budget.
+ */
+static void
+check_entry_print(const DbpgBudgetEntry *e, bool star)
+{
+	DbpgBudgets *one = xmalloc(DbpgBudgetsSize(1));
+	char		want[64];
+	size_t		wlen = 0;
+	char	   *buf;
+	size_t		need;
+	const char *eq;
+
+	memset(one, 0, DbpgBudgetsSize(1));
+	if (star)
+	{
+		one->has_default = true;
+		one->deflt = *e;
+	}
+	else
+	{
+		one->nentries = 1;
+		one->entries[0] = *e;
+	}
+	need = dbpg_budgets_format(one, NULL, 0);
+	buf = xmalloc(need + 1);
+	dbpg_budgets_format(one, buf, need + 1);
+
+	wlen += snprintf(want + wlen, sizeof(want) - wlen, "=%d", (int) e->budget);
+	if (e->burst > 0)
+		wlen += snprintf(want + wlen, sizeof(want) - wlen, "+%d", (int) e->burst);
+	if (e->threshold_ppm != DBPG_THRESHOLD_DEFAULT)
+		snprintf(want + wlen, sizeof(want) - wlen, "@%d.%06d",
+				 (int) (e->threshold_ppm / DBPG_PPM),
+				 (int) (e->threshold_ppm % DBPG_PPM));
+	eq = strrchr(buf, '=');
+	CHECK(eq != NULL && strcmp(eq, want) == 0,
+		  "entry \"%s\" (budget %d, burst %d, threshold %d) prints as %s, not ...%s",
+		  e->name, (int) e->budget, (int) e->burst, (int) e->threshold_ppm,
+		  buf, want);
+	free(buf);
+	free(one);
+}
+
 static void
 fuzz_budgets(const char *value, int max_entries, int max_budget)
 {
@@ -241,6 +298,10 @@ fuzz_budgets(const char *value, int max_entries, int max_budget)
 		DbpgBudgets *r = xmalloc(DbpgBudgetsSize(max_entries));
 
 		check_budgets(b, max_entries, max_budget);
+		for (int i = 0; i < b->nentries; i++)
+			check_entry_print(&b->entries[i], false);
+		if (b->has_default)
+			check_entry_print(&b->deflt, true);
 		printed = print_budgets(b);
 		CHECK(dbpg_budgets_parse(printed, max_entries, max_budget, r, &err),
 			  "the printed value does not parse: %s (%s)", printed, err.detail);
@@ -472,7 +533,110 @@ fuzz_numbers(const uint8_t *data, size_t size)
 			  "cap(%d, %d) = %d is one too few", (int) budget, (int) ppm, (int) cap);
 }
 
+/*
+ * Known answers, checked once before fuzzing: what the burst grammar
+ * accepts (budget, burst and threshold of the entry named "a", or of "*"
+ * when the value has no "a"), and the reason for what it rejects (a part
+ * of the detail, and of the hint or "" for none).
+ */
+typedef struct KnownGood
+{
+	const char *value;
+	int32_t		budget;
+	int32_t		burst;
+	int32_t		threshold_ppm;
+} KnownGood;
+
+typedef struct KnownBad
+{
+	const char *value;
+	const char *detail;
+	const char *hint;
+} KnownBad;
+
+static const KnownGood known_good[] = {
+	{"a=10", 10, 0, DBPG_THRESHOLD_DEFAULT},
+	{"a=10@0.9", 10, 0, 900000},
+	{"a=10+5", 10, 5, DBPG_THRESHOLD_DEFAULT},
+	{"a=10 + 5 @ 0.9", 10, 5, 900000},
+	{"a=10+5@1", 10, 5, DBPG_PPM},
+	{"*=2+3", 2, 3, DBPG_THRESHOLD_DEFAULT},
+	{"a=0+4", 0, 4, DBPG_THRESHOLD_DEFAULT},
+	{"a=0+0", 0, 0, DBPG_THRESHOLD_DEFAULT},
+	{"a=10+0", 10, 0, DBPG_THRESHOLD_DEFAULT},
+	{"a=10+007", 10, 7, DBPG_THRESHOLD_DEFAULT},
+	{"a=1+100", 1, 100, DBPG_THRESHOLD_DEFAULT},
+	{"\"a+b\"=1, c+d=2+1, a=3", 3, 0, DBPG_THRESHOLD_DEFAULT},
+};
+
+static const KnownBad known_bad[] = {
+	{"a=10+", "has no burst: ", ""},
+	{"a=10+x", "has no burst: ", ""},
+	{"a=10+-1", "has no burst: ", ""},
+	{"a=10++5", "has no burst: ", ""},
+	{"a=+5", "has no budget: ", "Write a budget before the burst"},
+	{"a=10+5.5", "has a burst that is not a whole number", ""},
+	{"a=10+101", "has a burst larger than max_connections", ""},
+	{"a=10+99999999999999999999", "has a burst larger than max_connections", ""},
+	{"a=10+5+1", "has more than one burst", "Write one burst per entry"},
+	{"a=10+5@0.9+1", "has more than one burst", "Write one burst per entry"},
+	{"a=10@0.9+5", "has its burst after the threshold", "Write the burst before the threshold"},
+	{"a=10+5 x", "has unexpected text after the burst", ""},
+	{"a=10 x", "has unexpected text after the budget", ""},
+	{"a", "has no \"=\" after the name", "name=budget+burst@threshold"},
+};
+
+static void
+check_known_answers(void)
+{
+	DbpgBudgets *b = xmalloc(DbpgBudgetsSize(SMALL_ENTRIES));
+	DbpgParseError err;
+
+	for (size_t i = 0; i < sizeof(known_good) / sizeof(known_good[0]); i++)
+	{
+		const KnownGood *k = &known_good[i];
+		const DbpgBudgetEntry *e;
+
+		current_input = k->value;
+		CHECK(dbpg_budgets_parse(k->value, SMALL_ENTRIES, SMALL_BUDGET, b, &err),
+			  "known value rejected: %s", err.detail);
+		e = dbpg_budgets_find(b, "a");
+		if (e == NULL && b->has_default)
+			e = &b->deflt;
+		CHECK(e != NULL, "known value: no entry \"a\" and no \"*\"");
+		CHECK(e->budget == k->budget && e->burst == k->burst &&
+			  e->threshold_ppm == k->threshold_ppm,
+			  "known value read as %d+%d@%d, not %d+%d@%d",
+			  (int) e->budget, (int) e->burst, (int) e->threshold_ppm,
+			  (int) k->budget, (int) k->burst, (int) k->threshold_ppm);
+	}
+	for (size_t i = 0; i < sizeof(known_bad) / sizeof(known_bad[0]); i++)
+	{
+		const KnownBad *k = &known_bad[i];
+
+		current_input = k->value;
+		CHECK(!dbpg_budgets_parse(k->value, SMALL_ENTRIES, SMALL_BUDGET, b, &err),
+			  "known bad value accepted");
+		CHECK(strstr(err.detail, k->detail) != NULL,
+			  "known bad value: detail \"%s\" lacks \"%s\"", err.detail, k->detail);
+		CHECK(k->hint[0] == '\0' ? err.hint[0] == '\0' :
+			  strstr(err.hint, k->hint) != NULL,
+			  "known bad value: hint \"%s\", expected %s%s", err.hint,
+			  k->hint[0] ? "one with " : "none", k->hint);
+	}
+	current_input = NULL;
+	free(b);
+}
+
+int			LLVMFuzzerInitialize(int *argc, char ***argv);
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	check_known_answers();
+	return 0;
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

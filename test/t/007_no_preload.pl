@@ -33,11 +33,11 @@ my @views = split /\n/, $node->safe_psql(
 	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'dbpool_guard')
 	 ORDER BY 1});
 
-for my $f (qw(budget_check health reset_counters status_rows rejections_rows sessions_rows terminate_sessions))
+for my $f (qw(budget_check cancel_waiting_login health pool_row reset_counters status_rows rejections_rows sessions_rows terminate_sessions waiting_logins_rows))
 {
 	ok((grep { $_ eq $f } @functions), "function $f exists");
 }
-for my $v (qw(rejections sessions status))
+for my $v (qw(pool rejections sessions status waiting_logins))
 {
 	ok((grep { $_ eq $v } @views), "view $v exists");
 }
@@ -52,7 +52,7 @@ sub fails_clearly
 }
 
 # the functions that need arguments get the smallest valid call
-my %args = (terminate_sessions => q{'some-service'});
+my %args = (terminate_sessions => q{'some-service'}, cancel_waiting_login => '1');
 for my $f (@functions)
 {
 	my $a = $args{$f} // '';

@@ -8,7 +8,9 @@
 # nothing is never "ok": mode monitor, mode off, empty budgets, and a
 # budgets value that postgresql.conf had at server start but that was
 # rejected (the server starts without budgets) all make it "warning", until
-# the configuration is fixed and reloaded.
+# the configuration is fixed and reloaded.  Since 1.5 each service shows
+# its burst, borrowed slots and waiting logins, and the top level the
+# burst pool (a bursting service's health: test/t/700_burst.pl).
 
 use strict;
 use warnings FATAL => 'all';
@@ -81,6 +83,9 @@ sub mismatches
 		    OR (e->>'cap')::int IS DISTINCT FROM s.cap
 		    OR (e->>'budget')::int IS DISTINCT FROM s.budget
 		    OR (e->>'utilization')::float8 IS DISTINCT FROM s.utilization
+		    OR (e->>'burst')::int IS DISTINCT FROM s.burst
+		    OR (e->>'borrowed')::int IS DISTINCT FROM s.borrowed
+		    OR (e->>'waiting_logins')::int IS DISTINCT FROM s.waiting_logins
 		    OR e->>'state' IS DISTINCT FROM s.state});
 }
 
@@ -95,8 +100,10 @@ sub service
 
 my $h = health();
 is_deeply([ sort keys %$h ],
-	[qw(enforced enforcement mode sample_age_seconds sampled_at services status)],
-	'health() has status, mode, enforced, enforcement, sampled_at, sample_age_seconds, services');
+	[qw(enforced enforcement mode pool sample_age_seconds sampled_at services status)],
+	'health() has status, mode, enforced, enforcement, sampled_at, sample_age_seconds, pool, services');
+is_deeply($h->{pool}, { size => 0, borrowed => 0, waiting_logins => 0 },
+	'pool: size, borrowed, waiting_logins (1.5), all 0 without a pool');
 is($h->{status}, 'ok', 'idle server: status ok');
 ok(JSON::PP::is_bool($h->{enforced}), 'enforced is a JSON boolean');
 enforcement_is($node, 1, 'enforced', 'mode enforce with budgets');
@@ -109,8 +116,8 @@ is_deeply([ map { $_->{name} } @{ $h->{services} } ],
 	[ 'cdn-service', 'feed-service', 'zero-service', '*' ],
 	'one object per service, in name order, "*" last');
 is_deeply([ sort keys %{ $h->{services}[0] } ],
-	[qw(budget cap connections name state utilization)],
-	'service objects: name, connections, cap, budget, utilization, state');
+	[qw(borrowed budget burst cap connections name state utilization waiting_logins)],
+	'service objects: name, connections, cap, budget, burst, borrowed, waiting_logins, utilization, state');
 is(service($h, 'zero-service')->{state}, 'rejecting',
 	'a budget of 0 is always rejecting');
 is(mismatches(), 0, 'every service object agrees with dbpool_guard.status');
@@ -127,6 +134,9 @@ is_deeply(
 		connections => 6,
 		cap => 7,
 		budget => 8,
+		burst => 0,
+		borrowed => 0,
+		waiting_logins => 0,
 		utilization => 0.75,
 		state => 'warning'
 	},
@@ -247,6 +257,9 @@ is_deeply(
 		connections => 0,
 		cap => undef,
 		budget => undef,
+		burst => undef,
+		borrowed => 0,
+		waiting_logins => 0,
 		utilization => undef,
 		state => 'ok'
 	},
