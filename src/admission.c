@@ -97,10 +97,7 @@ release_slot(int code, Datum arg)
 	DbpgBucket *granted = dbpg_queue_forget();
 
 	if (granted != NULL)
-	{
-		dbpg_slot_release(granted);
-		dbpg_queue_after_release();
-	}
+		dbpg_queue_after_release(granted, dbpg_slot_release(granted));
 	if (b == NULL)
 		return;
 	held_bucket = NULL;
@@ -117,8 +114,7 @@ release_slot(int code, Datum arg)
 		h->state = DBPG_STATE_UNKNOWN;
 		SpinLockRelease(&h->mutex);
 	}
-	dbpg_slot_release(b);
-	dbpg_queue_after_release();
+	dbpg_queue_after_release(b, dbpg_slot_release(b));
 }
 
 static void
@@ -290,8 +286,8 @@ refusal_more(const Login *l)
 			return psprintf("%s An administrator cancelled the wait after %ld ms.", lend, l->waited_ms);
 		case DBPG_REASON_QUEUE_FULL:
 			if (l->full == DBPG_JOIN_FULL_SERVICE)
-				return psprintf("%s %u logins are already waiting for the service, the most \"dbpool_guard.max_waiters\" allows.",
-								lend, pg_atomic_read_u32(&l->bucket->waiters));
+				return psprintf("%s %d logins are already waiting for the service, the most \"dbpool_guard.max_waiters\" allows.",
+								lend, dbpg_max_waiters);
 			if (l->full == DBPG_JOIN_FULL_SERVER)
 				return psprintf("%s %d logins are already waiting in the server, the most \"dbpool_guard.max_waiters_total\" allows.",
 								lend, dbpg_max_waiters_total);
@@ -608,6 +604,8 @@ take_slot(Port *port, Login *l)
 {
 	DbpgLimits	lim;
 	bool		borrow_now;
+	bool		gave_back;
+	DbpgTake	took;
 
 	if (l->cap < 0)
 	{
@@ -620,7 +618,10 @@ take_slot(Port *port, Login *l)
 
 	if (dbpg_mode != DBPG_MODE_ENFORCE)
 	{
-		if (dbpg_slot_take(l->bucket, &lim, lim.burst > 0, &l->seen) == DBPG_TAKE_NONE)
+		took = dbpg_slot_take(l->bucket, &lim, lim.burst > 0, &l->seen, &gave_back);
+		if (gave_back)
+			dbpg_queue_after_release(NULL, true);
+		if (took == DBPG_TAKE_NONE)
 		{
 			l->seen = dbpg_slot_add(l->bucket);
 			l->over_cap = true;
@@ -628,13 +629,24 @@ take_slot(Port *port, Login *l)
 		return true;
 	}
 
+	/* no slot it could ever take (name=0, or 0+N without a pool): no wait */
+	if (lim.cap == 0 && (lim.burst == 0 || lim.pool == 0))
+	{
+		l->seen = pg_atomic_read_u64(&l->bucket->slots);
+		l->reason = DBPG_REASON_OVER_CAP;
+		return false;
+	}
+
 	borrow_now = lim.burst > 0 && pg_atomic_read_u32(&dbpg_shared->pool_waiters) == 0;
 	if (pg_atomic_read_u32(&l->bucket->waiters) == 0)
 	{
-		if (dbpg_slot_take(l->bucket, &lim, borrow_now, &l->seen) != DBPG_TAKE_NONE)
+		took = dbpg_slot_take(l->bucket, &lim, borrow_now, &l->seen, &gave_back);
+		if (gave_back)
+			dbpg_queue_after_release(NULL, true);
+		if (took != DBPG_TAKE_NONE)
 			return true;
 		/* nobody ahead, and not to wait: refused at once, without a lock */
-		if ((lim.burst == 0 || borrow_now) && dbpg_max_wait <= 0)
+		if ((lim.burst == 0 || borrow_now) && dbpg_waiters_bound() == 0)
 		{
 			l->reason = DBPG_REASON_OVER_CAP;
 			return false;

@@ -129,6 +129,8 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
 	pg_atomic_uint32 waiters;	/* logins waiting now (written under the
 								 * wait lock, read without it) */
+	uint64		wait_pass;		/* last grant pass that left one of its
+								 * waiters waiting; under the wait lock */
 	pg_atomic_uint64 waited;	/* admitted after waiting */
 	pg_atomic_uint64 wait_timeouts; /* refused when the wait ran out */
 	DbpgLogLimit refusal_log;	/* refusals and would-be refusals */
@@ -195,9 +197,9 @@ typedef struct DbpgRejection
 } DbpgRejection;
 
 /*
- * A ring entry: seq is 0 while it is being written, then the entry's
- * number + 1, so that a reader copying without a lock can tell a whole
- * entry from a torn one (shmem.c).
+ * A ring entry: seq is odd while a writer holds it, and 2 * (its number
+ * + 1) once whole, so that a reader copying without a lock can tell a
+ * whole entry from a torn one (shmem.c).
  */
 typedef struct DbpgRingEntry
 {
@@ -278,6 +280,7 @@ typedef struct DbpgShared
 	int			wait_head;		/* under wait_lock; -1 when empty */
 	int			wait_tail;
 	uint64		next_ticket;	/* under wait_lock */
+	uint64		grant_passes;	/* under wait_lock */
 
 	/* the rejection ring, written without a lock (shmem.c) */
 	pg_atomic_uint64 ring_next; /* entries ever claimed */
@@ -327,7 +330,7 @@ extern void dbpg_ring_reset(void);
 
 /* slots.c: taking and giving back slots, the burst pool */
 extern DbpgTake dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim,
-							   bool may_borrow, uint64 *seen);
+							   bool may_borrow, uint64 *seen, bool *gave_back);
 extern uint64 dbpg_slot_add(DbpgBucket *b);
 extern bool dbpg_slot_release(DbpgBucket *b);
 
@@ -365,7 +368,7 @@ extern DbpgJoin dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took,
 extern DbpgWaitEnd dbpg_queue_wait(TimestampTz deadline, pgsocket sock,
 								   DbpgTake *took, uint64 *seen);
 extern DbpgBucket *dbpg_queue_forget(void);
-extern void dbpg_queue_after_release(void);
+extern void dbpg_queue_after_release(DbpgBucket *b, bool repaid);
 
 /* admission.c */
 extern void dbpg_admission_init(void);

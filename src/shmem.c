@@ -109,6 +109,7 @@ bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->misattributed, 0);
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
 	pg_atomic_init_u32(&b->waiters, 0);
+	b->wait_pass = 0;
 	pg_atomic_init_u64(&b->waited, 0);
 	pg_atomic_init_u64(&b->wait_timeouts, 0);
 	log_limit_init(&b->refusal_log);
@@ -307,16 +308,21 @@ dbpg_unguarded_services(const DbpgBudgets *cfg)
 
 /*
  * Add a refusal to the ring, overwriting the oldest, without a lock: the
- * entry is claimed with an atomic increment, marked as being written
- * (seq 0), filled, then marked whole (seq = its number + 1).  Entries are
- * numbered in the order they were claimed; the time is read just before,
- * so two refusals in the same microseconds may show in either order.  An
- * enforced refusal moves b's last_rejected_at forward to its time.
+ * entry is claimed with an atomic increment, then its slot is taken by
+ * moving its seq from even (whole) to odd (being written), filled, and
+ * marked whole again with seq = 2 * (number + 1).  A slot still being
+ * written by a writer 1000 refusals behind is left to it, and this
+ * refusal is counted but not shown (the row would be overwritten next
+ * anyway).  Entries are numbered in the order they were claimed; the time
+ * is read just before, so two refusals in the same microseconds may show
+ * in either order.  An enforced refusal moves b's last_rejected_at
+ * forward to its time.
  */
 void
 dbpg_ring_record(DbpgRejection *r, DbpgBucket *b)
 {
 	uint64		n;
+	uint64		seq;
 	DbpgRingEntry *slot;
 
 	r->at = GetCurrentTimestamp();
@@ -331,11 +337,14 @@ dbpg_ring_record(DbpgRejection *r, DbpgBucket *b)
 	}
 	n = pg_atomic_fetch_add_u64(&dbpg_shared->ring_next, 1);
 	slot = &dbpg_shared->ring[n % DBPG_RING_SIZE];
-	pg_atomic_write_u64(&slot->seq, 0);
-	pg_write_barrier();
+	seq = pg_atomic_read_u64(&slot->seq);
+	if ((seq & 1) != 0 ||
+		!pg_atomic_compare_exchange_u64(&slot->seq, &seq, 2 * n + 1))
+		return;
+	/* the exchange is a full barrier: seq is odd before the entry changes */
 	memcpy(&slot->r, r, sizeof(DbpgRejection));
 	pg_write_barrier();
-	pg_atomic_write_u64(&slot->seq, n + 1);
+	pg_atomic_write_u64(&slot->seq, 2 * (n + 1));
 }
 
 /*
@@ -356,14 +365,15 @@ dbpg_ring_copy(DbpgRejection *out)
 		first = base;
 	for (uint64 n = next; n > first; n--)
 	{
+		/* entry n - 1, whole */
 		DbpgRingEntry *slot = &dbpg_shared->ring[(n - 1) % DBPG_RING_SIZE];
 
-		if (pg_atomic_read_u64(&slot->seq) != n)
+		if (pg_atomic_read_u64(&slot->seq) != 2 * n)
 			continue;
 		pg_read_barrier();
 		memcpy(&out[count], &slot->r, sizeof(DbpgRejection));
 		pg_read_barrier();
-		if (pg_atomic_read_u64(&slot->seq) == n)
+		if (pg_atomic_read_u64(&slot->seq) == 2 * n)
 			count++;
 	}
 	return count;

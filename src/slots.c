@@ -17,8 +17,8 @@
  *	- a release repays first: when the bucket holds borrowed slots, the
  *	  bucket's borrowed count and the pool's lent count go down by one
  *	  with the slot, whichever slot the leaving session had taken.  So no
- *	  session needs to remember what it took, and a service that holds
- *	  borrowed slots never holds an own slot free.
+ *	  session needs to remember what it took, and (until a reload raises
+ *	  its cap) a service that holds borrowed slots holds no own slot free.
  * Hence, at every instant: a service's own slots never exceed its cap and
  * its borrowed slots never exceed its burst, as the admitting backend's
  * settings say, and the slots lent never exceed the pool.  A reload that
@@ -58,13 +58,19 @@ pool_return(void)
 /*
  * Take a slot of bucket b within lim: an own slot if one is free, else a
  * borrowed one if may_borrow.  *seen is the bucket's slot word before
- * the step (or now, when nothing was taken).  A borrower is refused only if the
- * bucket's word read after finding the pool full is the one read before:
- * the bucket was at its limits when the pool had no free slot.
+ * the step (or now, when nothing was taken).  A borrower is refused only
+ * if the bucket's word read after finding the pool full is the one read
+ * before (a change and its undoing in between go unseen): the bucket was
+ * at its limits when the pool had no free slot.
+ *
+ * *gave_back is set when a pool slot was reserved and given back unused
+ * (an own slot came free meanwhile).  A waiter that joined while it was
+ * reserved may have found the pool full: a caller outside the wait lock
+ * must then call dbpg_queue_after_release().
  */
 DbpgTake
 dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
-			   uint64 *seen)
+			   uint64 *seen, bool *gave_back)
 {
 	uint64		cur = pg_atomic_read_u64(&b->slots);
 	bool		reserved = false;
@@ -111,6 +117,7 @@ dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
 	}
 	if (reserved)
 		pool_return();
+	*gave_back = reserved;
 	*seen = cur;
 	return took;
 }

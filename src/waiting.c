@@ -16,10 +16,12 @@
  * service has waiters, or, to borrow, whenever any waiter may borrow
  * (admission.c).
  *
- * Lost wake-ups: a release moves its bucket's word, then reads the count
- * of waiters; a login joining adds itself to that count, then (in its
- * grant pass) tries the bucket's word.  Both steps are full barriers, so
- * one of the two sees the other.
+ * Lost wake-ups: a release moves its bucket's word (and gives back its
+ * pool slot), then reads the counts of waiters; a login joining adds
+ * itself to those counts, then (in its grant pass) tries the bucket's
+ * word and the pool.  Both steps are full barriers, so one of the two
+ * sees the other.  The same holds for a pool slot reserved and given back
+ * unused by a login outside the lock (dbpg_slot_take's gave_back).
  *
  * Exit: a waiter's entry is in use from its join until it takes up a
  * grant, gives up, or leaves; the before_shmem_exit callback of admission.c
@@ -111,34 +113,47 @@ unlink_waiter(int i)
 
 /*
  * Hand every slot that a waiter may take to the oldest such waiter, and
- * wake it.  Under the wait lock, held exclusively.  A waiter that finds
- * nothing keeps its place; one of the same service behind it finds
- * nothing either (same bucket, same limits), so each service's waiters
- * are served in order, and a pool slot goes to the oldest waiter able to
- * borrow it.
+ * wake it.  Under the wait lock, held exclusively.  Releases move the
+ * slot words without the lock, so a slot may come free in the middle of
+ * a pass: once a waiter finds nothing, the pass serves no younger waiter
+ * of its bucket, and once a waiter that may borrow finds the pool full,
+ * no younger waiter borrows.  The release's own pass, which waits for
+ * the lock, then serves the oldest.  So each service's waiters are served
+ * in order, and a pool slot goes to the oldest waiter able to borrow it.
  */
 static void
 grant_pass(void)
 {
+	uint64		pass = ++dbpg_shared->grant_passes;
+	bool		pool_blocked = false;
 	int			i = dbpg_shared->wait_head;
 
 	while (i >= 0)
 	{
 		DbpgWaiter *w = &dbpg_waiters[i];
+		DbpgBucket *b = w->bucket;
 		int			next = w->next;
+		bool		may_borrow = w->limits.burst > 0 && !pool_blocked;
 		uint64		seen;
+		bool		gave_back;
 		DbpgTake	took;
 
-		took = dbpg_slot_take(w->bucket, &w->limits, w->limits.burst > 0, &seen);
-		if (took != DBPG_TAKE_NONE)
-		{
-			unlink_waiter(i);
-			w->state = DBPG_WAIT_GRANTED;
-			w->granted = (uint8) took;
-			w->seen = seen;
-			SetLatch(&w->proc->procLatch);
-		}
 		i = next;
+		if (b->wait_pass == pass)
+			continue;			/* an older waiter of b is still waiting */
+		took = dbpg_slot_take(b, &w->limits, may_borrow, &seen, &gave_back);
+		if (took == DBPG_TAKE_NONE)
+		{
+			b->wait_pass = pass;
+			if (may_borrow && DBPG_SLOTS_BORROWED(seen) < w->limits.burst)
+				pool_blocked = true;	/* it may borrow: the pool was full */
+			continue;
+		}
+		unlink_waiter((int) (w - dbpg_waiters));
+		w->state = DBPG_WAIT_GRANTED;
+		w->granted = (uint8) took;
+		w->seen = seen;
+		SetLatch(&w->proc->procLatch);
 	}
 }
 
@@ -169,8 +184,9 @@ give_up(DbpgWaiter *me)
  * DBPG_JOIN_GRANTED.  Otherwise a login that may wait stays queued
  * (DBPG_JOIN_WAITING) unless a bound is reached, and one that may not
  * leaves again.  The bounds are the settings of the joining backend, and
- * waiting needs more free process slots than the reserved ones: a waiter
- * holds one, so that superusers are never locked out by waiters.
+ * waiting needs, besides the waiter's own, at least as many free process
+ * slots as are reserved (PostgreSQL's own test after authentication), so
+ * that superusers are never locked out by waiters.
  */
 DbpgJoin
 dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
@@ -185,8 +201,12 @@ dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
 	if (me == NULL)
 	{
 		/* no entry to queue with: as without waiters */
+		bool		gave_back;
+
 		*took = dbpg_slot_take(req->bucket, &req->limits,
-							   req->limits.burst > 0, seen);
+							   req->limits.burst > 0, seen, &gave_back);
+		if (gave_back)
+			dbpg_queue_after_release(NULL, true);
 		return *took != DBPG_TAKE_NONE ? DBPG_JOIN_GRANTED : DBPG_JOIN_REFUSED;
 	}
 	if (req->may_wait && !dbpg_have_free_procs(Max(reserved, 1)))
@@ -245,7 +265,9 @@ dbpg_queue_wait(TimestampTz deadline, pgsocket sock, DbpgTake *took,
 {
 	DbpgWaiter *me = my_waiter();
 	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
-	uint32		wait_event = dbpg_wait_event_login();
+	uint32		wait_event = dbpg_wait_event_login();	/* may fail: the exit
+															 * callback leaves the
+															 * queue */
 
 	if (sock != PGINVALID_SOCKET && WaitEventSetCanReportClosed())
 		events |= WL_SOCKET_CLOSED;
@@ -326,11 +348,17 @@ dbpg_queue_forget(void)
 	return granted;
 }
 
-/* After a release: if anyone waits, hand over what may have come free. */
+/*
+ * After a slot of b was given back (repaid: with a pool slot), or a pool
+ * slot alone (b NULL, repaid true): if anyone may use it, hand it over.
+ * An own slot of b serves only b's waiters; a pool slot, anyone's.
+ */
 void
-dbpg_queue_after_release(void)
+dbpg_queue_after_release(DbpgBucket *b, bool repaid)
 {
 	if (pg_atomic_read_u32(&dbpg_shared->waiters) == 0)
+		return;
+	if (!repaid && b != NULL && pg_atomic_read_u32(&b->waiters) == 0)
 		return;
 	LWLockAcquire(dbpg_shared->wait_lock, LW_EXCLUSIVE);
 	grant_pass();

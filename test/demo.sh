@@ -9,7 +9,9 @@
 # mktemp directory, unix socket only, run by an unprivileged user) with the
 # twelve services of the fleet it was designed for (README, Configuration)
 # as budgets, opens sessions for a few services until one is refused,
-# prints what the client saw and what the views say, then stops every
+# prints what the client saw and what the views say, then shows a burst
+# (borrowing beyond the cap) and a login that waits for a slot and is
+# handed one (extension 1.5), then stops every
 # process it started (by PID) and removes the cluster.  Takes well under
 # a minute once built.
 #
@@ -197,6 +199,43 @@ show 'SELECT * FROM dbpool_guard.budget_check()'
 
 dbpg_say "Server log lines from dbpool_guard"
 grep -E 'dbpool_guard: |DETAIL:  The service key is|too many connections for service|Refused role|HINT:  Retry with backoff' "$DEMO_DIR/server.log" | sed 's/^/    /' || true
+
+# ---------------------------------------------------------------- elastic (1.5)
+
+dbpg_say "Elastic budgets (1.5): feed-service=8+2 may borrow 2 slots beyond its cap from a burst pool of 8, and a login waits up to 5 s for a slot"
+ELASTIC_BUDGETS=${BUDGETS/feed-service=8,/feed-service=8+2,}
+printf '    dbpool_guard.budgets = %s\n    dbpool_guard.burst_pool = 8\n    dbpool_guard.max_wait = 5s\n' "'$ELASTIC_BUDGETS'"
+sql -c "ALTER SYSTEM SET dbpool_guard.budgets = '$ELASTIC_BUDGETS'" \
+	-c 'ALTER SYSTEM SET dbpool_guard.burst_pool = 8' \
+	-c "ALTER SYSTEM SET dbpool_guard.max_wait = '5s'" \
+	-c 'SELECT pg_reload_conf()' >/dev/null
+for _ in $(seq 1 100); do
+	[ "$(sql -At -c "SELECT burst FROM dbpool_guard.status WHERE service = 'feed-service'")" = 2 ] && break
+	sleep 0.1
+done
+hold feed-service idle
+hold feed-service idle
+wait_connections feed-service 9
+dbpg_note "feed-service: 9 sessions, its 7 own and 2 borrowed"
+show "SELECT service, budget, cap, burst, connections, borrowed, state FROM dbpool_guard.status WHERE service = 'feed-service'"
+show 'SELECT * FROM dbpool_guard.pool'
+
+dbpg_say "The next feed-service login waits for a slot (listed in dbpool_guard.waiting_logins) ..."
+try_login feed-service >"$DEMO_DIR/waiter.out" 2>&1 &
+WAITER_PID=$!
+for _ in $(seq 1 100); do
+	[ "$(sql -At -c 'SELECT count(*) FROM dbpool_guard.waiting_logins')" = 1 ] && break
+	sleep 0.1
+done
+show 'SELECT pid, service, user_name, position, waited FROM dbpool_guard.waiting_logins'
+
+dbpg_say "... and is handed the slot of the next feed-service session that ends (one idle client quits)"
+last=$((${#CLIENT_PIDS[@]} - 1))
+{ kill "${CLIENT_PIDS[$last]}" && wait "${CLIENT_PIDS[$last]}"; } 2>/dev/null || true
+unset "CLIENT_PIDS[$last]"
+wait "$WAITER_PID" || true
+cat "$DEMO_DIR/waiter.out"
+show "SELECT service, connections, borrowed, waiting_logins, waited_total, wait_timeouts_total FROM dbpool_guard.status WHERE service = 'feed-service'"
 
 # ---------------------------------------------------------------- release
 

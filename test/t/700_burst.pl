@@ -484,7 +484,28 @@ storm_round('monitor storm', 0, %storm);
 is(q1('SELECT sum(waited_total) + sum(wait_timeouts_total) FROM dbpool_guard.status'),
 	'0', 'monitor storm: nobody waited');
 
-set_conf($node, 'dbpool_guard.mode' => 'enforce', 'dbpool_guard.max_wait' => '0');
+# --- a service that can never get a slot does not wait -----------------------------------------------
+
+set_conf($node, 'dbpool_guard.mode' => 'enforce', 'dbpool_guard.max_wait' => '30s');
+my $t0 = time();
+my $zc = wire_login($node, application_name => 'zero');
+my $took = time() - $t0;
+ok($zc->is_refusal, 'max_wait 30 s: a login of "zero" (budget 0) is refused');
+ok($took < 15, sprintf('... at once, without waiting for max_wait (%.2f s)', $took));
+like($zc->{error}{D} // '', qr/has a budget of 0 connections: it may not connect/,
+	'... as a service that may not connect');
+is( q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'zero'
+          ORDER BY rejected_at DESC LIMIT 1}),
+	'over_cap', '... reason over_cap, not wait_timeout');
+set_conf($node, 'dbpool_guard.burst_pool' => 0);
+$t0 = time();
+my $zc2 = wire_login($node, application_name => 'z');
+$took = time() - $t0;
+ok($zc2->is_refusal, '0+2 without a burst pool: refused');
+ok($took < 15, sprintf('... at once, without waiting for max_wait (%.2f s)', $took));
+set_conf($node, 'dbpool_guard.burst_pool' => 3);
+
+set_conf($node, 'dbpool_guard.max_wait' => '0');
 storm_round('enforce again', 1, %storm);
 
 $su->close;
