@@ -97,7 +97,7 @@ release_slot(int code, Datum arg)
 	DbpgBucket *granted = dbpg_queue_forget();
 
 	if (granted != NULL)
-		dbpg_queue_after_release(granted, dbpg_slot_release(granted));
+		dbpg_queue_release(granted);
 	if (b == NULL)
 		return;
 	held_bucket = NULL;
@@ -114,7 +114,7 @@ release_slot(int code, Datum arg)
 		h->state = DBPG_STATE_UNKNOWN;
 		SpinLockRelease(&h->mutex);
 	}
-	dbpg_queue_after_release(b, dbpg_slot_release(b));
+	dbpg_queue_release(b);
 }
 
 static void

@@ -110,6 +110,17 @@ typedef struct DbpgBucketWorker
 } DbpgBucketWorker;
 
 /*
+ * What a login may take: its cap of own slots, its burst of borrowed
+ * ones, and the pool's size, as the login's own settings say.
+ */
+typedef struct DbpgLimits
+{
+	uint32		cap;
+	uint32		burst;
+	uint32		pool;
+} DbpgLimits;
+
+/*
  * A bucket: the slots and counters of one service, or of "*".  Named
  * buckets live in a shared hash keyed by name; the "*" bucket is part of
  * DbpgShared.  A bucket is never removed while the server runs, so a
@@ -130,7 +141,9 @@ typedef struct DbpgBucket
 	pg_atomic_uint32 waiters;	/* logins waiting now (written under the
 								 * wait lock, read without it) */
 	uint64		wait_pass;		/* last grant pass that left one of its
-								 * waiters waiting; under the wait lock */
+								 * waiters waiting, and the largest limits
+								 * of those; under the wait lock */
+	DbpgLimits	wait_limits;
 	pg_atomic_uint64 waited;	/* admitted after waiting */
 	pg_atomic_uint64 wait_timeouts; /* refused when the wait ran out */
 	DbpgLogLimit refusal_log;	/* refusals and would-be refusals */
@@ -206,17 +219,6 @@ typedef struct DbpgRingEntry
 	pg_atomic_uint64 seq;
 	DbpgRejection r;
 } DbpgRingEntry;
-
-/*
- * What a login may take: its cap of own slots, its burst of borrowed
- * ones, and the pool's size, as the login's own settings say.
- */
-typedef struct DbpgLimits
-{
-	uint32		cap;
-	uint32		burst;
-	uint32		pool;
-} DbpgLimits;
 
 /* What a slot taken was. */
 typedef enum DbpgTake
@@ -369,6 +371,7 @@ extern DbpgWaitEnd dbpg_queue_wait(TimestampTz deadline, pgsocket sock,
 								   DbpgTake *took, uint64 *seen);
 extern DbpgBucket *dbpg_queue_forget(void);
 extern void dbpg_queue_after_release(DbpgBucket *b, bool repaid);
+extern void dbpg_queue_release(DbpgBucket *b);
 
 /* admission.c */
 extern void dbpg_admission_init(void);

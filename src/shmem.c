@@ -110,6 +110,7 @@ bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
 	pg_atomic_init_u32(&b->waiters, 0);
 	b->wait_pass = 0;
+	memset(&b->wait_limits, 0, sizeof(b->wait_limits));
 	pg_atomic_init_u64(&b->waited, 0);
 	pg_atomic_init_u64(&b->wait_timeouts, 0);
 	log_limit_init(&b->refusal_log);
@@ -311,9 +312,9 @@ dbpg_unguarded_services(const DbpgBudgets *cfg)
  * entry is claimed with an atomic increment, then its slot is taken by
  * moving its seq from even (whole) to odd (being written), filled, and
  * marked whole again with seq = 2 * (number + 1).  A slot still being
- * written by a writer 1000 refusals behind is left to it, and this
- * refusal is counted but not shown (the row would be overwritten next
- * anyway).  Entries are numbered in the order they were claimed; the time
+ * written by another writer is left to it, and a slot that already holds
+ * a newer entry (this writer was lapped) is left as it is: the refusal is
+ * then counted but not shown.  Entries are numbered in the order they were claimed; the time
  * is read just before, so two refusals in the same microseconds may show
  * in either order.  An enforced refusal moves b's last_rejected_at
  * forward to its time.
@@ -338,7 +339,8 @@ dbpg_ring_record(DbpgRejection *r, DbpgBucket *b)
 	n = pg_atomic_fetch_add_u64(&dbpg_shared->ring_next, 1);
 	slot = &dbpg_shared->ring[n % DBPG_RING_SIZE];
 	seq = pg_atomic_read_u64(&slot->seq);
-	if ((seq & 1) != 0 ||
+	/* odd: a writer holds it; above 2n: a newer entry is there already */
+	if ((seq & 1) != 0 || seq > 2 * n ||
 		!pg_atomic_compare_exchange_u64(&slot->seq, &seq, 2 * n + 1))
 		return;
 	/* the exchange is a full barrier: seq is odd before the entry changes */

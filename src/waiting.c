@@ -16,12 +16,22 @@
  * service has waiters, or, to borrow, whenever any waiter may borrow
  * (admission.c).
  *
- * Lost wake-ups: a release moves its bucket's word (and gives back its
- * pool slot), then reads the counts of waiters; a login joining adds
- * itself to those counts, then (in its grant pass) tries the bucket's
- * word and the pool.  Both steps are full barriers, so one of the two
- * sees the other.  The same holds for a pool slot reserved and given back
+ * Releases: one that a waiter may use (its bucket has waiters, or it
+ * repays the pool while a waiter may borrow) is made under the wait lock,
+ * followed by a grant pass, so that no pass sees a slot come free in its
+ * middle.  Any other is made without the lock, and then the counts of
+ * waiters are read again; a login joining adds itself to those counts,
+ * then (in its grant pass) tries the bucket's word and the pool.  Both
+ * steps are full barriers, so one of the two sees the other: no lost
+ * wake-up.  The same holds for a pool slot reserved and given back
  * unused by a login outside the lock (dbpg_slot_take's gave_back).
+ *
+ * Left open, and documented: a slot given back without the lock by a
+ * release that read the counts just before a login joined, or a pool
+ * slot reserved for an instant by a login outside the lock, can fall in
+ * the middle of a grant pass; the pass then serves no younger waiter of
+ * the same limits in its place (grant_pass), but a waiter of another
+ * service with a larger limit may take it.
  *
  * Exit: a waiter's entry is in use from its join until it takes up a
  * grant, gives up, or leaves; the before_shmem_exit callback of admission.c
@@ -111,42 +121,61 @@ unlink_waiter(int i)
 		pg_atomic_fetch_sub_u32(&dbpg_shared->pool_waiters, 1);
 }
 
+/* Are a's limits within b's, each of them? */
+static bool
+limits_within(const DbpgLimits *a, const DbpgLimits *b)
+{
+	return a->cap <= b->cap && a->burst <= b->burst && a->pool <= b->pool;
+}
+
 /*
  * Hand every slot that a waiter may take to the oldest such waiter, and
- * wake it.  Under the wait lock, held exclusively.  Releases move the
- * slot words without the lock, so a slot may come free in the middle of
- * a pass: once a waiter finds nothing, the pass serves no younger waiter
- * of its bucket, and once a waiter that may borrow finds the pool full,
- * no younger waiter borrows.  The release's own pass, which waits for
- * the lock, then serves the oldest.  So each service's waiters are served
- * in order, and a pool slot goes to the oldest waiter able to borrow it.
+ * wake it.  Under the wait lock, held exclusively.  Each waiter is tried
+ * with its own limits (those of its backend's settings).  Releases that a
+ * waiter could use are made under the lock (dbpg_queue_release), but a
+ * slot may still come free in the middle of a pass (a release that read
+ * the counts of waiters just before a login joined): so once a waiter
+ * finds nothing, the pass serves no younger waiter of its bucket whose
+ * limits are no larger, and once a waiter that may borrow finds the pool
+ * full, no younger waiter borrows unless its own pool limit is larger.
+ * The release's own pass then serves the oldest.
  */
 static void
 grant_pass(void)
 {
 	uint64		pass = ++dbpg_shared->grant_passes;
-	bool		pool_blocked = false;
+	int64		pool_bar = -1;	/* the largest pool limit found full */
 	int			i = dbpg_shared->wait_head;
 
 	while (i >= 0)
 	{
 		DbpgWaiter *w = &dbpg_waiters[i];
 		DbpgBucket *b = w->bucket;
-		int			next = w->next;
-		bool		may_borrow = w->limits.burst > 0 && !pool_blocked;
+		bool		may_borrow = w->limits.burst > 0 && (int64) w->limits.pool > pool_bar;
 		uint64		seen;
 		bool		gave_back;
 		DbpgTake	took;
 
-		i = next;
-		if (b->wait_pass == pass)
-			continue;			/* an older waiter of b is still waiting */
+		i = w->next;
+		if (b->wait_pass == pass && limits_within(&w->limits, &b->wait_limits))
+			continue;			/* an older waiter of b found nothing */
 		took = dbpg_slot_take(b, &w->limits, may_borrow, &seen, &gave_back);
 		if (took == DBPG_TAKE_NONE)
 		{
-			b->wait_pass = pass;
+			if (b->wait_pass != pass)
+			{
+				b->wait_pass = pass;
+				b->wait_limits = w->limits;
+			}
+			else
+			{
+				b->wait_limits.cap = Max(b->wait_limits.cap, w->limits.cap);
+				b->wait_limits.burst = Max(b->wait_limits.burst, w->limits.burst);
+				b->wait_limits.pool = Max(b->wait_limits.pool, w->limits.pool);
+			}
+			/* it may borrow, so the pool was full */
 			if (may_borrow && DBPG_SLOTS_BORROWED(seen) < w->limits.burst)
-				pool_blocked = true;	/* it may borrow: the pool was full */
+				pool_bar = Max(pool_bar, (int64) w->limits.pool);
 			continue;
 		}
 		unlink_waiter((int) (w - dbpg_waiters));
@@ -349,20 +378,58 @@ dbpg_queue_forget(void)
 }
 
 /*
- * After a slot of b was given back (repaid: with a pool slot), or a pool
- * slot alone (b NULL, repaid true): if anyone may use it, hand it over.
- * An own slot of b serves only b's waiters; a pool slot, anyone's.
+ * Might a waiter use what a release of b frees (with a pool slot when
+ * repaid), or a pool slot given back (b NULL)?  An own slot of b serves
+ * only b's waiters; a pool slot, those that may borrow.
+ */
+static bool
+release_matters(DbpgBucket *b, bool repaid)
+{
+	if (pg_atomic_read_u32(&dbpg_shared->waiters) == 0)
+		return false;
+	if (b != NULL && pg_atomic_read_u32(&b->waiters) > 0)
+		return true;
+	return repaid && pg_atomic_read_u32(&dbpg_shared->pool_waiters) > 0;
+}
+
+/*
+ * A pool slot was reserved and given back unused outside the wait lock
+ * (dbpg_slot_take's gave_back): a waiter that joined meanwhile may have
+ * found the pool full.
  */
 void
 dbpg_queue_after_release(DbpgBucket *b, bool repaid)
 {
-	if (pg_atomic_read_u32(&dbpg_shared->waiters) == 0)
-		return;
-	if (!repaid && b != NULL && pg_atomic_read_u32(&b->waiters) == 0)
+	if (!release_matters(b, repaid))
 		return;
 	LWLockAcquire(dbpg_shared->wait_lock, LW_EXCLUSIVE);
 	grant_pass();
 	LWLockRelease(dbpg_shared->wait_lock);
+}
+
+/*
+ * Give back a slot of b, repaying the pool first, and hand over what came
+ * free.  While a waiter may use it, the release itself is made under the
+ * wait lock, so that no grant pass sees it happen in its middle.
+ * Otherwise it is made without the lock and the counts of waiters are
+ * read again after it: a login that joined meanwhile added itself to
+ * them before its pass read the slot word, and both steps are full
+ * barriers, so either its pass saw the slot free or this sees it.
+ */
+void
+dbpg_queue_release(DbpgBucket *b)
+{
+	bool		may_repay = DBPG_SLOTS_BORROWED(pg_atomic_read_u64(&b->slots)) > 0;
+
+	if (release_matters(b, may_repay))
+	{
+		LWLockAcquire(dbpg_shared->wait_lock, LW_EXCLUSIVE);
+		dbpg_slot_release(b);
+		grant_pass();
+		LWLockRelease(dbpg_shared->wait_lock);
+		return;
+	}
+	dbpg_queue_after_release(b, dbpg_slot_release(b));
 }
 
 /* One row of dbpool_guard.waiting_logins, copied under the lock. */

@@ -18,6 +18,7 @@ use Test::More;
 use DbpgTest;
 use DbpgWire;
 use DbpgMonitoring qw(wait_for);
+use Time::HiRes qw(time);
 
 my %limits = (a => { budget => 2, burst => 2 }, b => { budget => 2, burst => 2 });
 my $pool_size = 3;
@@ -355,6 +356,52 @@ $_->close for @x;
 is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
 	'0', 'all released, nobody waiting');
 is(q1('SELECT borrowed, waiting_logins FROM dbpool_guard.pool'), '0|0', 'the pool is empty');
+
+# --- limits raised while a login waits: younger logins are not held behind it ----------------------
+#
+# A waiting login keeps the limits it was forked with.  Once a reload
+# raises them, a new login that may take a slot by its own limits is
+# admitted at once, and the older waiter still gets the first slot within
+# its own limits.
+
+set_conf($node, 'dbpool_guard.max_wait' => '30s', 'dbpool_guard.max_waiters' => 4,
+	'dbpool_guard.budgets' => 'a=2@1.0, b=2+2@1.0', 'dbpool_guard.burst_pool' => 3);
+my @k = map { wire_login($node, application_name => 'a') } 1 .. 2;
+is(scalar(grep { $_->{ok} } @k), 2, 'a=2: a at its cap again');
+my $old = start_waiter('a');
+ok(defined $old->{wpid} && !answered($old), 'a login of a waits under a=2');
+set_conf($node, 'dbpool_guard.budgets' => 'a=4@1.0, b=2+2@1.0');
+my $t0 = time();
+my $y = wire_login($node, application_name => 'a');
+my $took = time() - $t0;
+ok($y->{ok}, 'a raised to 4: a new login of a is admitted by its own limits')
+  or diag('outcome: ' . $y->outcome . ' ' . $y->error_text);
+ok($took < 15, sprintf('... at once, not held behind the older waiter (%.2f s)', $took));
+ok(!answered($old), 'the older waiter (cap 2) still waits: a holds 3');
+$y->close;
+$k[0]->close;
+ok(admitted($old), 'a holds 1: the slot within its cap of 2 goes to the older waiter');
+$_->close for ($old, $k[1]);
+
+set_conf($node, 'dbpool_guard.budgets' => 'a=1+2@1.0, b=0+2@1.0', 'dbpool_guard.burst_pool' => 0);
+my $ka = wire_login($node, application_name => 'a');
+ok($ka->{ok}, 'a=1+2 with no pool: a takes its own slot');
+my $wa = start_waiter('a');
+ok(defined $wa->{wpid} && !answered($wa), 'the next login of a waits (its pool limit is 0)');
+set_conf($node, 'dbpool_guard.burst_pool' => 5);
+$t0 = time();
+my $yb = wire_login($node, application_name => 'b');
+$took = time() - $t0;
+ok($yb->{ok}, 'burst_pool raised to 5: a login of b=0+2 borrows')
+  or diag('outcome: ' . $yb->outcome . ' ' . $yb->error_text);
+ok($took < 15, sprintf('... at once, not held behind the waiter that may not borrow (%.2f s)', $took));
+is(q1('SELECT borrowed FROM dbpool_guard.pool'), '1', 'the pool lends 1');
+ok(!answered($wa), 'the waiter of a, forked with no pool, still waits');
+$ka->close;
+ok(admitted($wa), "a's own slot goes to its waiter");
+$_->close for ($wa, $yb);
+is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
+	'0', 'all released again, nobody waiting');
 
 $su->close;
 $node->stop;
