@@ -140,10 +140,11 @@ typedef struct DbpgBucket
 	pg_atomic_uint64 last_rejected_at;	/* TimestampTz; 0 = never */
 	pg_atomic_uint32 waiters;	/* logins waiting now (written under the
 								 * wait lock, read without it) */
-	uint64		wait_pass;		/* last grant pass that left one of its
-								 * waiters waiting, and the largest limits
-								 * of those; under the wait lock */
-	DbpgLimits	wait_limits;
+	/* the last grant pass that left a waiter of it waiting (waiting.c) */
+	uint64		wait_pass;		/* under the wait lock, as the two below */
+	uint32		wait_fail_cap;	/* largest cap of those waiters */
+	int64		wait_fail_burst;	/* largest burst of those at their burst;
+									 * -1 none */
 	pg_atomic_uint64 waited;	/* admitted after waiting */
 	pg_atomic_uint64 wait_timeouts; /* refused when the wait ran out */
 	DbpgLogLimit refusal_log;	/* refusals and would-be refusals */

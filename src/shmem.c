@@ -110,7 +110,8 @@ bucket_init(DbpgBucket *b)
 	pg_atomic_init_u64(&b->last_rejected_at, 0);
 	pg_atomic_init_u32(&b->waiters, 0);
 	b->wait_pass = 0;
-	memset(&b->wait_limits, 0, sizeof(b->wait_limits));
+	b->wait_fail_cap = 0;
+	b->wait_fail_burst = -1;
 	pg_atomic_init_u64(&b->waited, 0);
 	pg_atomic_init_u64(&b->wait_timeouts, 0);
 	log_limit_init(&b->refusal_log);

@@ -26,12 +26,14 @@
  * wake-up.  The same holds for a pool slot reserved and given back
  * unused by a login outside the lock (dbpg_slot_take's gave_back).
  *
- * Left open, and documented: a slot given back without the lock by a
- * release that read the counts just before a login joined, or a pool
- * slot reserved for an instant by a login outside the lock, can fall in
- * the middle of a grant pass; the pass then serves no younger waiter of
- * the same limits in its place (grant_pass), but a waiter of another
- * service with a larger limit may take it.
+ * Left open, and documented: a slot can still come free in the middle
+ * of a grant pass, from a release made without the lock because it read
+ * the counts just before a login joined or predicted no repayment (the
+ * borrowed count it read changed before its exchange), or from a pool
+ * slot reserved for an instant by a login outside the lock.  The pass
+ * then serves no younger waiter that could take nothing by what it had
+ * seen (grant_pass), and no wake-up is lost, but a waiter with larger
+ * limits (another service, or settings of a later reload) may take it.
  *
  * Exit: a waiter's entry is in use from its join until it takes up a
  * grant, gives up, or leaves; the before_shmem_exit callback of admission.c
@@ -121,24 +123,18 @@ unlink_waiter(int i)
 		pg_atomic_fetch_sub_u32(&dbpg_shared->pool_waiters, 1);
 }
 
-/* Are a's limits within b's, each of them? */
-static bool
-limits_within(const DbpgLimits *a, const DbpgLimits *b)
-{
-	return a->cap <= b->cap && a->burst <= b->burst && a->pool <= b->pool;
-}
-
 /*
  * Hand every slot that a waiter may take to the oldest such waiter, and
  * wake it.  Under the wait lock, held exclusively.  Each waiter is tried
  * with its own limits (those of its backend's settings).  Releases that a
  * waiter could use are made under the lock (dbpg_queue_release), but a
- * slot may still come free in the middle of a pass (a release that read
- * the counts of waiters just before a login joined): so once a waiter
- * finds nothing, the pass serves no younger waiter of its bucket whose
- * limits are no larger, and once a waiter that may borrow finds the pool
- * full, no younger waiter borrows unless its own pool limit is larger.
- * The release's own pass then serves the oldest.
+ * slot may still come free in the middle of a pass (see the header), so a
+ * pass serves no younger waiter that what it has already seen says could
+ * take nothing: one whose cap is no larger than that of a waiter of its
+ * bucket that found nothing, and that may not borrow (its burst is no
+ * larger than that of a waiter of its bucket found at its burst, or its
+ * pool limit no larger than one found full).  The release's own pass
+ * then serves the oldest.
  */
 static void
 grant_pass(void)
@@ -157,25 +153,25 @@ grant_pass(void)
 		DbpgTake	took;
 
 		i = w->next;
-		if (b->wait_pass == pass && limits_within(&w->limits, &b->wait_limits))
+		if (b->wait_pass == pass && w->limits.cap <= b->wait_fail_cap &&
+			(!may_borrow || (int64) w->limits.burst <= b->wait_fail_burst))
 			continue;			/* an older waiter of b found nothing */
 		took = dbpg_slot_take(b, &w->limits, may_borrow, &seen, &gave_back);
 		if (took == DBPG_TAKE_NONE)
 		{
+			/* own >= cap: a larger cap would have taken an own slot */
 			if (b->wait_pass != pass)
 			{
 				b->wait_pass = pass;
-				b->wait_limits = w->limits;
+				b->wait_fail_cap = w->limits.cap;
+				b->wait_fail_burst = -1;
 			}
 			else
-			{
-				b->wait_limits.cap = Max(b->wait_limits.cap, w->limits.cap);
-				b->wait_limits.burst = Max(b->wait_limits.burst, w->limits.burst);
-				b->wait_limits.pool = Max(b->wait_limits.pool, w->limits.pool);
-			}
-			/* it may borrow, so the pool was full */
-			if (may_borrow && DBPG_SLOTS_BORROWED(seen) < w->limits.burst)
-				pool_bar = Max(pool_bar, (int64) w->limits.pool);
+				b->wait_fail_cap = Max(b->wait_fail_cap, w->limits.cap);
+			if (DBPG_SLOTS_BORROWED(seen) >= w->limits.burst)
+				b->wait_fail_burst = Max(b->wait_fail_burst, (int64) w->limits.burst);
+			else if (may_borrow)
+				pool_bar = Max(pool_bar, (int64) w->limits.pool);	/* pool full */
 			continue;
 		}
 		unlink_waiter((int) (w - dbpg_waiters));
