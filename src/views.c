@@ -210,12 +210,7 @@ put_status_row(ReturnSetInfo *rsinfo, int ncols, const char *name,
 		uint64		v = c ? c->extra[k] : 0;
 
 		if (k == STATUS_BURST)
-		{
-			if (e != NULL)
-				values[i++] = Int32GetDatum(e->burst);
-			else
-				nulls[i++] = true;
-		}
+			values[i++] = Int32GetDatum(e != NULL ? e->burst : 0);	/* never NULL */
 		else if (STATUS_IS_INT4(k))
 			values[i++] = Int32GetDatum((int32) v);
 		else

@@ -4,7 +4,9 @@
 # rule that never fires makes the unit tests fail (so they do test it); the
 # Grafana dashboard is well-formed and its queries use the variables.
 # DbpoolGuardNotEnforced and the enforcement panel (extension 1.4) have
-# their shape checked here.
+# their shape checked here.  The rules file has exactly the expected alerts
+# (with their severity and "for"), each with a runbook, a row in the alert
+# table of docs/monitoring.md and a section there.
 # The end-to-end checks against a server are in 120_monitoring_e2e.pl.
 
 use strict;
@@ -68,25 +70,76 @@ is( grafana_expand('rate(a{s=~"$service",i=~"${instance}"}[$__rate_interval])'),
 
 my @alerts = rules_file_alerts($rules);
 cmp_ok(scalar @alerts, '>=', 7, 'the rules file has its alerts: ' . join(', ', @alerts));
+# Exactly these alerts, with these severities and windows: one dropped or
+# renamed, or a new one not listed here, fails.  Extension 1.5 added
+# DbpoolGuardLoginWaitTimeouts, DbpoolGuardBurstPoolExhausted and
+# DbpoolGuardServiceBorrowingLong.
+my %want_alerts = (
+	DbpoolGuardServiceRefusingLogins => 'critical 2m',
+	DbpoolGuardRefusalRateHigh => 'critical 1m',
+	DbpoolGuardUtilizationCritical => 'critical 2m',
+	DbpoolGuardUtilizationHigh => 'warning 5m',
+	DbpoolGuardLoginWaitTimeouts => 'warning 2m',
+	DbpoolGuardBurstPoolExhausted => 'warning 5m',
+	DbpoolGuardServiceBorrowingLong => 'info 30m',
+	DbpoolGuardWouldRefuseLogins => 'warning 2m',
+	DbpoolGuardNotEnforced => 'warning 15m',
+	DbpoolGuardBudgetsOversubscribed => 'warning 5m',
+	DbpoolGuardIdleInTransactionLeak => 'warning 1m',
+	DbpoolGuardSampleStale => 'warning 1m',
+	DbpoolGuardNoIdleSessions => 'info 10m',
+	DbpoolGuardMetricsAbsent => 'warning 10m',);
+is_deeply([ sort @alerts ], [ sort keys %want_alerts ],
+	'the rules file has exactly the expected alerts, each once');
 my ($rc, $out) = run_cmd($promtool, 'check', 'rules', $rules);
 is($rc, 0, 'promtool check rules succeeds');
 like($out, qr/SUCCESS: ${\ scalar @alerts} rules found/,
 	'promtool finds every alert of the file');
 
-my %severity;
+my (%severity, %for, %runbook);
 {
 	open(my $fh, '<', $rules) or die "$rules: $!";
 	my $cur;
 	while (<$fh>)
 	{
 		$cur = $1 if /^\s*-\s*alert:\s*(\S+)/;
-		$severity{$cur} = $1 if defined $cur && /^\s*severity:\s*(\S+)/;
+		next unless defined $cur;
+		$severity{$cur} = $1 if /^\s*severity:\s*(\S+)/;
+		$for{$cur} = $1 if /^\s*for:\s*(\S+)/;
+		$runbook{$cur} = $1 if /^\s*runbook:\s*(\S.*)$/;
 	}
 }
 for my $alert (@alerts)
 {
 	like($severity{$alert} // '', qr/^(critical|warning|info)$/,
 		"$alert has a severity label");
+	is(($severity{$alert} // '-') . ' ' . ($for{$alert} // '-'),
+		$want_alerts{$alert} // 'not expected',
+		"$alert: severity and for as expected");
+	like($runbook{$alert} // '', qr/\S{10}/, "$alert has a runbook annotation");
+}
+
+# docs/monitoring.md lists every alert in its table (with the same "for"
+# and severity) and explains each under a heading of its name, and lists
+# no other.
+{
+	my $md = slurp_file("$root/docs/monitoring.md");
+	my (%row, %section);
+	while ($md =~ /^\| `(DbpoolGuard\w+)` \|.*\| (\S+) \| (\S+) \|\s*$/mg)
+	{
+		$row{$1} = "$3 $2";
+	}
+	$section{$1}++ while $md =~ /^#### (DbpoolGuard\w+)\s*$/mg;
+	is_deeply([ sort keys %row ], [ sort @alerts ],
+		'docs/monitoring.md: the alert table lists exactly the alerts of the rules file');
+	is_deeply([ sort keys %section ], [ sort @alerts ],
+		'docs/monitoring.md: a section per alert, and no other');
+	for my $alert (@alerts)
+	{
+		is($row{$alert} // 'no row',
+			($severity{$alert} // '-') . ' ' . ($for{$alert} // '-'),
+			"docs/monitoring.md: $alert has the rule's severity and for");
+	}
 }
 
 # The guard is never silently off: an alert on budgets not enforced, keyed
@@ -102,6 +155,17 @@ ok((grep { $_ eq 'DbpoolGuardNotEnforced' } @alerts), 'the rules file has Dbpool
 		'DbpoolGuardNotEnforced: also when no enforcement series is reported');
 	like($block // '', qr/^\s*for:\s*15m\s*$/m, 'DbpoolGuardNotEnforced: for 15m');
 	is($severity{DbpoolGuardNotEnforced}, 'warning', 'DbpoolGuardNotEnforced: severity warning');
+}
+
+# Bursting (extension 1.5): the pool series have no service label, so the
+# critical utilization alert matches a service to its server's pool on the
+# server's labels (a plain "and" would never match).
+{
+	my ($block) = slurp_file($rules) =~
+	  /(-\s*alert:\s*DbpoolGuardUtilizationCritical\s*\n.*?)(?:\n\s*-\s*alert:|\z)/s;
+	like($block // '',
+		qr/unless\s*\(\s*dbpool_guard_borrowed < dbpool_guard_burst\s+and on \(instance, job, server\)\s+dbpool_guard_pool_free > 0\s*\)/,
+		'DbpoolGuardUtilizationCritical: unless it may still borrow, the pool matched on (instance, job, server)');
 }
 
 # --- promtool test rules ---------------------------------------------------------
@@ -173,7 +237,8 @@ my @panels = @{ $d->{panels} };
 my %by_title = map { $_->{title} => $_ } @panels;
 for my $t ('Budget enforcement by server', 'Utilization by service', 'Sessions by state',
 	'Refusals per second', 'Admitted per second', 'Budget vs connections',
-	'Top services by utilization')
+	'Top services by utilization', 'Borrowed vs burst by service', 'Burst pool',
+	'Waiting logins', 'Waits per second')
 {
 	ok($by_title{$t}, "panel \"$t\"");
 }
@@ -234,7 +299,9 @@ is($overlap, 0, 'no two panels overlap');
 # variables (service only where the metric has a service label)
 my %no_service = map { $_ => 1 }
   qw(dbpool_guard_sample_age_seconds dbpool_guard_budget_oversubscribed
-  dbpool_guard_budgets_enforced);
+  dbpool_guard_budgets_enforced dbpool_guard_pool_size dbpool_guard_pool_borrowed
+  dbpool_guard_pool_free dbpool_guard_pool_waiting_logins
+  dbpool_guard_pool_max_waiting_logins);
 for my $q (dashboard_queries($json))
 {
 	my @sel = promql_selectors($q->{expr});

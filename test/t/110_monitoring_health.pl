@@ -257,7 +257,7 @@ is_deeply(
 		connections => 0,
 		cap => undef,
 		budget => undef,
-		burst => undef,
+		burst => 0,
 		borrowed => 0,
 		waiting_logins => 0,
 		utilization => undef,

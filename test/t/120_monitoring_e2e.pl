@@ -2,8 +2,12 @@
 # dbpool_guard; prometheus-postgres-exporter (docs/monitoring/
 # postgres_exporter.yaml) and prometheus-sql-exporter (docs/monitoring/
 # sql_exporter.yml) on loopback ports, connecting as a member of pg_monitor
-# listed in dbpool_guard.exempt_roles; a service driven into refusals;
-# /metrics checked for names, labels and values against SQL; a Prometheus
+# listed in dbpool_guard.exempt_roles; a service driven into refusals
+# after borrowing its burst from the burst pool (extension 1.5), so that
+# the per-service burst and borrowed series and the pool series are not
+# all 0; /metrics checked for names (exactly the table of docs/
+# monitoring.md), labels and values against SQL (dbpool_guard.status,
+# dbpool_guard.pool, budget_check(), enforcement()); a Prometheus
 # server (docs/monitoring/prometheus.yml, its relabeling and the alert
 # rules) scraping both, where every metric selector of every rule and of
 # every dashboard panel must return series from each exporter; monitor
@@ -43,7 +47,9 @@ my $wait = 90;    # seconds, for anything that polls
 
 my $node = guard_node('e2e', conf => <<'EOC');
 listen_addresses = '127.0.0.1'
-dbpool_guard.budgets = 'auth-service=12, feed-service=8, cdn-service=2, blocked-service=0, *=2'
+dbpool_guard.budgets = 'auth-service=12, feed-service=8+4, cdn-service=2+1, blocked-service=0, *=2'
+dbpool_guard.burst_pool = 3
+dbpool_guard.max_waiters_total = 4
 dbpool_guard.exempt_roles = 'dbpool_exporter'
 dbpool_guard.sample_interval = 200
 EOC
@@ -55,12 +61,22 @@ CREATE ROLE dbpool_exporter LOGIN;
 GRANT pg_monitor TO dbpool_exporter;
 EOS
 
-# cdn-service at its cap (2 of 2, one idle in transaction), feed-service
-# with one idle session, one unlisted name in "*"
+# cdn-service at its cap (2 of 2) plus its burst (1 slot borrowed from the
+# pool of 3), one session idle in transaction; feed-service (burst 4,
+# nothing borrowed) with one idle session; one unlisted name in "*".  No
+# login waits (dbpool_guard.max_wait is 0): max_waiters_total is set only
+# so that every column of dbpool_guard.pool has a different value.
 my @held = (hold($node, 'cdn-service'), hold($node, 'cdn-service'),
-	hold($node, 'feed-service'), hold($node, 'misc-app'));
+	hold($node, 'cdn-service'), hold($node, 'feed-service'),
+	hold($node, 'misc-app'));
 $held[1]->query_safe('BEGIN; SELECT 1;');
-ok(wait_count($node, 'cdn-service', 2), 'cdn-service holds its 2 slots');
+ok(wait_count($node, 'cdn-service', 3), 'cdn-service holds its 2 slots and 1 borrowed');
+is(status_of($node, 'cdn-service', 'cap, burst, borrowed'), '2|1|1',
+	'SQL: cdn-service has borrowed its burst of 1 beyond its cap of 2');
+is( scalar_q($node,
+		'SELECT size, borrowed, free, waiting_logins, max_waiters_total FROM dbpool_guard.pool'),
+	'3|1|2|0|4',
+	'SQL: the pool of 3 has 1 slot lent, 2 free, no waiting login, at most 4');
 
 sub refuse
 {
@@ -132,13 +148,48 @@ ok(wait_for(sub { scrape($se_url, 'sql_') }, $wait),
 # --- /metrics against SQL ----------------------------------------------------------
 
 my @service_metrics = qw(budget cap connections peak_connections
-  admitted_total rejected_total would_reject_total);
+  admitted_total rejected_total would_reject_total
+  burst borrowed waiting_logins waited_total wait_timeouts_total);
+# dbpool_guard.pool's column for each dbpool_guard_pool_* metric
+my %pool_metrics = (
+	size => 'size',
+	borrowed => 'borrowed',
+	free => 'free',
+	waiting_logins => 'waiting_logins',
+	max_waiting_logins => 'max_waiters_total',);
 my @all_names = map { "dbpool_guard_$_" } @service_metrics,
   qw(utilization_ratio longest_idle_in_transaction_seconds sessions
-  sample_age_seconds budget_oversubscribed budgets_enforced);
+  sample_age_seconds budget_oversubscribed budgets_enforced),
+  map { "pool_$_" } sort keys %pool_metrics;
+# metrics without a service label: one series per server
+my %no_service = map { $_ => 1 } qw(dbpool_guard_sample_age_seconds
+  dbpool_guard_budget_oversubscribed dbpool_guard_budgets_enforced),
+  map { "dbpool_guard_pool_$_" } keys %pool_metrics;
 
-# The status view, budget_check() and enforcement() as the test sees them
-# now.
+# The metric table of docs/monitoring.md ("| `name` | type | labels | ...")
+# lists exactly these names, with these labels.
+my %doc_metrics;
+for my $line (split /\n/, slurp_file("$root/docs/monitoring.md"))
+{
+	next unless $line =~ /^\| `(dbpool_guard_[a-z_]+)` \| (gauge|counter) \| ([^|]*?) \|/;
+	my ($name, $type, $labels) = ($1, $2, $3);
+	$labels = '' unless $labels =~ /\w/;    # an em dash: no label
+	$doc_metrics{$name} = { type => $type, labels => join(',', sort split /,\s*/, $labels) };
+}
+is_deeply([ sort keys %doc_metrics ], [ sort @all_names ],
+	'docs/monitoring.md: the metric table lists exactly the names this test checks');
+for my $name (@all_names)
+{
+	my $want =
+		$no_service{$name} ? ($name =~ /budgets_enforced/ ? 'reason' : '')
+	  : $name =~ /_sessions$/ ? 'service,state'
+	  :                         'service';
+	is($doc_metrics{$name}{labels} // 'no row', $want,
+		"docs/monitoring.md: $name has the labels " . ($want eq '' ? '(none)' : $want));
+}
+
+# The status view, budget_check(), enforcement() and the pool view as the
+# test sees them now.
 sub sql_state
 {
 	my $rows = decode_json(
@@ -149,6 +200,9 @@ sub sql_state
 		         'connections', connections, 'peak_connections', peak_connections,
 		         'admitted_total', admitted_total, 'rejected_total', rejected_total,
 		         'would_reject_total', would_reject_total,
+		         'burst', burst, 'borrowed', borrowed,
+		         'waiting_logins', waiting_logins, 'waited_total', waited_total,
+		         'wait_timeouts_total', wait_timeouts_total,
 		         'utilization', utilization,
 		         'longest', extract(epoch FROM longest_idle_in_transaction),
 		         'active', active, 'idle', idle,
@@ -159,8 +213,12 @@ sub sql_state
 	my ($enforced, $reason) = split /\|/,
 	  $node->safe_psql('postgres',
 		'SELECT enforced::int, reason FROM dbpool_guard.enforcement()');
+	my $pool = decode_json($node->safe_psql('postgres',
+		'SELECT json_agg(p) FROM dbpool_guard.pool AS p'));
+	die 'dbpool_guard.pool has ' . scalar(@$pool) . ' rows, expected 1'
+	  unless @$pool == 1;
 	return ({ map { $_->{service} => $_ } @$rows },
-		$over, { enforced => $enforced, reason => $reason });
+		$over, { enforced => $enforced, reason => $reason }, $pool->[0]);
 }
 
 # Differences between an exporter's samples and SQL, as readable lines.
@@ -184,7 +242,7 @@ sub scrape_until_equal
 sub mismatches
 {
 	my ($samples, $prefix) = @_;
-	my ($rows, $over, $enf) = sql_state();
+	my ($rows, $over, $enf, $pool) = sql_state();
 	my @bad;
 	my %seen;
 	my $inf = 9**9**9;
@@ -211,11 +269,19 @@ sub mismatches
 	for my $r (values %$rows)
 	{
 		my %l = (service => $r->{service});
+		# never NULL (docs/reference.md); the exporter files read them as
+		# they are: postgres_exporter would report NaN, sql_exporter would
+		# log an error on every run and drop the series
+		push @bad, "dbpool_guard.status.$_ is NULL for service $r->{service}"
+		  for grep { !defined $r->{$_} } qw(connections peak_connections
+		  admitted_total rejected_total would_reject_total burst borrowed
+		  waiting_logins waited_total wait_timeouts_total);
 		$check->('dbpool_guard_budget', \%l, $r->{budget} // $inf);
 		$check->('dbpool_guard_cap', \%l, $r->{cap} // $inf);
 		$check->("dbpool_guard_$_", \%l, $r->{$_})
 		  for qw(connections peak_connections admitted_total rejected_total
-		  would_reject_total);
+		  would_reject_total burst borrowed waiting_logins waited_total
+		  wait_timeouts_total);
 		$check->('dbpool_guard_utilization_ratio', \%l, $r->{utilization});
 		$check->('dbpool_guard_longest_idle_in_transaction_seconds',
 			\%l, $r->{longest}, 5);
@@ -223,6 +289,10 @@ sub mismatches
 		  for qw(active idle idle_in_transaction waiting);
 	}
 	$check->('dbpool_guard_budget_oversubscribed', {}, $over);
+	push @bad, "dbpool_guard.pool.$_ is NULL"
+	  for grep { !defined $pool->{$_} } values %pool_metrics;
+	$check->("dbpool_guard_pool_$_", {}, $pool->{ $pool_metrics{$_} })
+	  for sort keys %pool_metrics;
 	# one series, labelled with the current reason (any other is unexpected)
 	$check->('dbpool_guard_budgets_enforced', { reason => $enf->{reason} },
 		$enf->{enforced});
@@ -279,8 +349,8 @@ for my $e ([ 'postgres_exporter', $pe_url, '', [qw(server)] ],
 	for my $name (@all_names)
 	{
 		my @base =
-			$name =~ /sample_age|oversubscribed/ ? ()
-		  : $name =~ /budgets_enforced/ ? qw(reason)
+			$name =~ /budgets_enforced/ ? qw(reason)
+		  : $no_service{$name} ? ()
 		  : $name =~ /_sessions$/ ? qw(service state)
 		  :                         qw(service);
 		my @want = sort @base, @$extra;
@@ -311,6 +381,13 @@ for my $e ([ 'postgres_exporter', $pe_url, '', [qw(server)] ],
 	my (undef, $sbody) = http_get($se_url);
 	note "sql_exporter /metrics excerpt:\n"
 	  . join("\n", grep { /sql_dbpool_guard_rejected_total/ } split /\n/, $sbody);
+
+	# postgres_exporter types each metric as the table of docs/monitoring.md
+	# says (sql_exporter types every series gauge, as sql_exporter.yml says)
+	my %type = $body =~ /^# TYPE (dbpool_guard_\w+) (\w+)$/mg;
+	is_deeply({ map { $_ => $type{$_} } @all_names },
+		{ map { $_ => $doc_metrics{$_}{type} } @all_names },
+		'postgres_exporter: every metric has the type (gauge or counter) docs/monitoring.md gives');
 
 	# the exporter's own lint of the exposition format
 	my $lint = '';
@@ -483,16 +560,22 @@ for my $q (@dashboard)
 }
 
 # the refusing service's alerts are on their way (their firing is proven by
-# promtool test rules; "for" keeps them pending here)
+# promtool test rules; "for" keeps them pending here): at its cap with its
+# burst used up, it is critical although the pool has a free slot, and it
+# borrows
 my %want_pending = map { $_ => 1 }
-  qw(DbpoolGuardServiceRefusingLogins DbpoolGuardUtilizationCritical);
-my %pending;
+  qw(DbpoolGuardServiceRefusingLogins DbpoolGuardUtilizationCritical
+  DbpoolGuardServiceBorrowingLong);
+my (%pending, %other_alerts);
 wait_for(
 	sub {
 		my $data = eval { prom_api($prom, 'alerts') } or return 0;
 		%pending = ();
+		%other_alerts = ();
 		for my $alert (@{ $data->{alerts} })
 		{
+			$other_alerts{ $alert->{labels}{alertname} } = 1
+			  if ($alert->{labels}{service} // '') ne 'cdn-service';
 			next unless ($alert->{labels}{service} // '') eq 'cdn-service';
 			$pending{"$alert->{labels}{alertname}/$alert->{labels}{job}"} = $alert->{state};
 		}
@@ -510,6 +593,10 @@ for my $al (sort keys %want_pending)
 			"$al is active for cdn-service ($job)");
 	}
 }
+# the pool has a free slot all along: not exhausted (the alert is evaluated
+# on the same samples that made the ones above active)
+ok(!$other_alerts{DbpoolGuardBurstPoolExhausted},
+	'DbpoolGuardBurstPoolExhausted is not active: the pool has a free slot');
 
 # --- budgets not enforced: monitor mode ----------------------------------------
 
@@ -590,10 +677,12 @@ ok( wait_for(
 # --- no "*" entry: "*" has no budget, +Inf, and no utilization --------------
 
 set_conf($node, 'dbpool_guard.budgets' =>
-	  'auth-service=12, feed-service=8, cdn-service=2, blocked-service=0');
+	  'auth-service=12, feed-service=8+4, cdn-service=2+1, blocked-service=0');
 ($rows) = sql_state();
 ok(!defined $rows->{'*'}{budget} && !defined $rows->{'*'}{utilization},
 	'SQL: without a "*" entry, "*" has no budget and no utilization');
+is(status_of($node, '*', 'burst, borrowed, waiting_logins'), '0|0|0',
+	'SQL: without a "*" entry, "*" has burst 0 (docs/reference.md: 0 when no budget applies), borrowed 0, waiting_logins 0');
 for my $e ([ 'postgres_exporter', $pe_url, '' ], [ 'sql_exporter', $se_url, 'sql_' ])
 {
 	my ($who, $url, $prefix) = @$e;
@@ -626,6 +715,14 @@ for my $p ([ 'prometheus', $prom_pid ], [ 'postgres_exporter', $pe_pid ],
 {
 	ok(defined stop_process($p->[1]), "$p->[0] (pid $p->[1]) stopped by SIGTERM");
 	ok(!kill(0, $p->[1]), "$p->[0] (pid $p->[1]) is gone");
+}
+# No NULL reached sql_exporter (sql_exporter.yml: it would log an error on
+# every run, and drop the series)
+{
+	my @nil = grep { /"level":"error"/ && /nil/ }
+	  split /\n/, slurp_file("$logs/120_monitoring_e2e_sql_exporter.log");
+	is(scalar(@nil), 0, 'sql_exporter logged no error about a NULL value')
+	  or diag(join("\n", @nil[ 0 .. ($#nil < 4 ? $#nil : 4) ]));
 }
 quit_all(@held);
 $node->stop;
