@@ -62,6 +62,6 @@ bench:
 
 .PHONY: bench
 
-# The tests' Perl modules (DbpgTest, DbpgWire, DbpgMonitoring, DbpgBouncer) live in
-# test/perl, on prove's include path.
+# The tests' Perl modules (DbpgTest, DbpgWire, DbpgMonitoring, DbpgBouncer,
+# DbpgElastic) live in test/perl, on prove's include path.
 PG_PROVE_FLAGS += -I $(srcdir)/test/perl

@@ -27,6 +27,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DbpgTest;
 use DbpgWire;
+use DbpgElastic;
 use DbpgMonitoring qw(wait_for);
 use Time::HiRes qw(time);
 
@@ -40,8 +41,6 @@ my %limits = (
 	zero => { budget => 0, burst => 0 },);
 my $pool_size = 3;
 my $budgets = 'a=3+2@1.0, b=3+2@1.0, c=2@1.0, z=0+2@1.0, zero=0';
-my @services = sort keys %limits;
-my $in_list = join(', ', map { "'$_'" } @services);
 
 # a storm of 36 and the held sessions fit well below max_connections
 my $node = guard_node('burst',
@@ -52,92 +51,12 @@ my $TIMEOUT = $DbpgTest::TIMEOUT;
 
 # The bootstrap superuser, over the raw protocol, for every query of the
 # test: never counted, and no client process per poll.
-my $su_name = scalar_q($node, 'SELECT current_user');
-my $su = wire_login($node, user => $su_name);
-die 'superuser login failed' unless $su->{ok};
+my $su = su_session($node);
 
-# One query's rows, "|" between columns and "\n" between rows, NULL as
-# "NULL".
-sub q1
-{
-	my ($sql) = @_;
-	my $rows = $su->query($sql);
-	return join("\n", map { join('|', map { $_ // 'NULL' } @$_) } @$rows);
-}
-
-# Poll until the query gives $want (at most $TIMEOUT s); returns the last
-# value, for is().
-sub wait_q
-{
-	my ($sql, $want) = @_;
-	my $got;
-	wait_for(sub { ($got = q1($sql)) eq $want }, $TIMEOUT, 20);
-	return $got;
-}
-
-# --- the model of the rules ------------------------------------------------------
-
-my %model = map { $_ => { conn => 0, borrowed => 0 } } @services;
-my $pool_used = 0;
-
-sub model_login
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	my $l = $limits{$s};
-	if ($m->{conn} - $m->{borrowed} < $l->{budget})
-	{
-		$m->{conn}++;
-		return 'ok';
-	}
-	if ($m->{borrowed} < $l->{burst} && $pool_used < $pool_size)
-	{
-		$m->{conn}++;
-		$m->{borrowed}++;
-		$pool_used++;
-		return 'ok';
-	}
-	return 'refused';
-}
-
-# repay first: a service that holds borrowed slots gives one back to the
-# pool, whichever of its sessions ends
-sub model_logout
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	$m->{conn}--;
-	if ($m->{borrowed} > 0)
-	{
-		$m->{borrowed}--;
-		$pool_used--;
-	}
-	return;
-}
-
-# The state the status view must show (1.5): rejecting when a new login
-# would not be admitted at once, warning when own/budget >= 0.75 or it
-# borrows, else ok.
-sub model_state
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	my $l = $limits{$s};
-	my $own = $m->{conn} - $m->{borrowed};
-	return 'rejecting' if $l->{budget} == 0 && $l->{burst} == 0;
-	return 'rejecting'
-	  if $own >= $l->{budget}
-	  && ($m->{borrowed} >= $l->{burst} || $pool_used >= $pool_size);
-	return 'warning'
-	  if ($l->{budget} > 0 && $own / $l->{budget} >= 0.75) || $m->{borrowed} > 0;
-	return 'ok';
-}
-
-sub model_counts
-{
-	return join(' ', map { "$_:$model{$_}{conn}:$model{$_}{borrowed}" } @services)
-	  . " pool:$pool_used";
-}
+# The model of the rules, with the sessions it describes.
+my $model = DbpgElastic::Model->new($su, pool => $pool_size, limits => \%limits);
+my @services = $model->services;
+my $in_list = $model->in_list;
 
 my $counts_sql = qq{SELECT (SELECT string_agg(service || ':' || connections || ':' || borrowed, ' '
                                           ORDER BY service COLLATE "C")
@@ -146,47 +65,22 @@ my $counts_sql = qq{SELECT (SELECT string_agg(service || ':' || connections || '
 my $states_sql = qq{SELECT string_agg(service || ':' || state, ' ' ORDER BY service COLLATE "C")
                       FROM dbpool_guard.status WHERE service IN ($in_list)};
 
-sub model_states
-{
-	return join(' ', map { "$_:" . model_state($_) } @services);
-}
-
-# Take the model's counts from the server after a step that went another
-# way than the model said, so that one failure does not cascade.
-sub model_sync
-{
-	for my $row (split /\n/,
-		q1("SELECT service, connections, borrowed FROM dbpool_guard.status WHERE service IN ($in_list)"))
-	{
-		my ($s, $c, $b) = split /\|/, $row;
-		$model{$s} = { conn => $c, borrowed => $b };
-	}
-	$pool_used = q1('SELECT borrowed FROM dbpool_guard.pool');
-	return;
-}
-
-my %held = map { $_ => [] } @services;
-
 # One login of $s: its outcome is the model's, and so are the counts and
 # states of every service afterwards (the login was answered after its
 # slot was taken: nothing to wait for).
 sub login_step
 {
 	my ($s, $what) = @_;
-	my $want = model_login($s);
-	my $c = wire_login($node, application_name => $s);
-	my $got = $c->outcome;
-	$got .= " ($c->{error}{M})" if $got =~ /^other/;
-	push @{ $held{$s} }, $c if $c->{ok};
+	my ($want, $got, $c) = $model->connect($s);
 	my $ok = is($got, $want, "$what: login of \"$s\" is " . ($want eq 'ok' ? 'admitted' : 'refused'));
 	if ($want eq 'refused' && $c->is_refusal)
 	{
 		is($c->refused_service, $s, "$what: the refusal names \"$s\"");
 	}
-	my $counts = model_counts();
-	$ok = is(q1($counts_sql), $counts, "$what: connections:borrowed of every service, pool") && $ok;
-	$ok = is(q1($states_sql), model_states(), "$what: the state of every service") && $ok;
-	model_sync() unless $ok;
+	my $counts = $model->counts;
+	$ok = is($su->q1($counts_sql), $counts, "$what: connections:borrowed of every service, pool") && $ok;
+	$ok = is($su->q1($states_sql), $model->states, "$what: the state of every service") && $ok;
+	$model->sync unless $ok;
 	return $c;
 }
 
@@ -195,40 +89,26 @@ sub login_step
 sub logout_step
 {
 	my ($s, $what) = @_;
-	my $c = shift @{ $held{$s} };
-	$c->close;
-	model_logout($s);
-	my $counts = model_counts();
-	my $ok = is(wait_q($counts_sql, $counts), $counts,
+	$model->disconnect($s);
+	my $counts = $model->counts;
+	my $ok = is($su->wait_q($counts_sql, $counts), $counts,
 		"$what: \"$s\" closes its oldest session; connections:borrowed, pool");
-	$ok = is(q1($states_sql), model_states(), "$what: the state of every service") && $ok;
-	model_sync() unless $ok;
-	return;
-}
-
-sub close_all
-{
-	for my $s (@services)
-	{
-		$_->close for @{ $held{$s} };
-		$held{$s} = [];
-		$model{$s} = { conn => 0, borrowed => 0 };
-	}
-	$pool_used = 0;
+	$ok = is($su->q1($states_sql), $model->states, "$what: the state of every service") && $ok;
+	$model->sync unless $ok;
 	return;
 }
 
 # --- the configuration as the views show it ----------------------------------------
 
-is( q1(qq{SELECT string_agg(service || ':' || budget || ':' || cap || ':' || burst || ':' || borrowed, ' '
+is( $su->q1(qq{SELECT string_agg(service || ':' || budget || ':' || cap || ':' || burst || ':' || borrowed, ' '
                               ORDER BY service COLLATE "C")
             FROM dbpool_guard.status WHERE service IN ($in_list)}),
 	'a:3:3:2:0 b:3:3:2:0 c:2:2:0:0 z:0:0:2:0 zero:0:0:0:0',
 	'status: budget, cap, burst (0 when not given) and borrowed of each service');
-is(q1('SELECT size, borrowed, free, waiting_logins FROM dbpool_guard.pool'),
+is($su->q1('SELECT size, borrowed, free, waiting_logins FROM dbpool_guard.pool'),
 	'3|0|3|0', 'pool: size 3, nothing borrowed, 3 free, nobody waiting');
-is(q1('SHOW dbpool_guard.budgets'), $budgets, 'the budgets as configured');
-is(q1(qq{SELECT string_agg(service || ':' || coalesce(utilization::text, 'NULL'), ' ' ORDER BY service COLLATE "C")
+is($su->q1('SHOW dbpool_guard.budgets'), $budgets, 'the budgets as configured');
+is($su->q1(qq{SELECT string_agg(service || ':' || coalesce(utilization::text, 'NULL'), ' ' ORDER BY service COLLATE "C")
            FROM dbpool_guard.status WHERE service IN ('z', 'zero')}),
 	'z:NULL zero:NULL', 'utilization is NULL for a budget of 0, with or without a burst');
 
@@ -238,7 +118,7 @@ login_step('a', "a own 1 of 3");
 login_step('a', "a own 2 of 3");
 login_step('a', "a own 3 of 3");
 login_step('a', "a borrows 1 of its burst 2");
-is(q1(q{SELECT round(utilization::numeric, 4) FROM dbpool_guard.status WHERE service = 'a'}),
+is($su->q1(q{SELECT round(utilization::numeric, 4) FROM dbpool_guard.status WHERE service = 'a'}),
 	'1.3333', 'utilization is connections / budget, above 1 while borrowing');
 login_step('a', "a borrows 2 of its burst 2");
 login_step('a', "a's burst is used up while the pool has a free slot");
@@ -252,18 +132,18 @@ login_step('b', "b own 1 of 3, the pool full");
 login_step('b', "b own 2 of 3");
 login_step('b', "b own 3 of 3: own slots never need the pool");
 login_step('b', "b has an unused burst, but the pool is full");
-is(q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '3|3|0',
+is($su->q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '3|3|0',
 	'pool: 3 of 3 borrowed (a 2, z 1), none free');
-is( q1(q{SELECT h->'pool'->>'size', h->'pool'->>'borrowed', h->'pool'->>'waiting_logins'
+is( $su->q1(q{SELECT h->'pool'->>'size', h->'pool'->>'borrowed', h->'pool'->>'waiting_logins'
            FROM dbpool_guard.health() h}),
 	'3|3|0',
 	'health(): the pool with its size, borrowed slots and waiting logins');
-is( q1(q{SELECT s->>'burst', s->>'borrowed', s->>'waiting_logins'
+is( $su->q1(q{SELECT s->>'burst', s->>'borrowed', s->>'waiting_logins'
            FROM jsonb_array_elements(dbpool_guard.health()->'services') s
           WHERE s->>'name' = 'a'}),
 	'2|2|0',
 	'health(): a service with its burst, borrowed slots and waiting logins');
-is( q1(q{SELECT count(*) FROM dbpool_guard.sessions WHERE service IN ('a', 'b', 'c', 'z')}),
+is( $su->q1(q{SELECT count(*) FROM dbpool_guard.sessions WHERE service IN ('a', 'b', 'c', 'z')}),
 	'11', 'sessions: the 11 admitted sessions (a 5, b 3, c 2, z 1), own and borrowed');
 
 # Repay first: a's oldest session holds an own slot, but a holds borrowed
@@ -281,11 +161,11 @@ login_step('a', "a's burst is used up again");
 # every borrowed slot goes back exactly once
 for my $s (@services)
 {
-	logout_step($s, "everyone leaves") while @{ $held{$s} };
+	logout_step($s, "everyone leaves") while $model->sessions($s);
 }
-is(q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '3|0|3',
+is($su->q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '3|0|3',
 	'pool: every borrowed slot is back, once');
-is( q1(qq{SELECT coalesce(string_agg(service || ':' || connections || ':' || borrowed, ' ' ORDER BY service COLLATE "C"), '')
+is( $su->q1(qq{SELECT coalesce(string_agg(service || ':' || connections || ':' || borrowed, ' ' ORDER BY service COLLATE "C"), '')
             FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}),
 	'', 'status: no connection and no borrowed slot left anywhere');
 
@@ -301,6 +181,7 @@ is( q1(qq{SELECT coalesce(string_agg(service || ':' || connections || ':' || bor
 sub storm_round
 {
 	my ($what, $enforce, %n) = @_;
+	my $pool = $model->pool_size;
 	my @apps;
 	my $max = 0;
 	$max = $_ > $max ? $_ : $max for values %n;
@@ -308,7 +189,7 @@ sub storm_round
 	{
 		push @apps, grep { $i < $n{$_} } sort keys %n;
 	}
-	my $before = q1(qq{SELECT string_agg(service || ':' || rejected_total || ':' || would_reject_total, ' '
+	my $before = $su->q1(qq{SELECT string_agg(service || ':' || rejected_total || ':' || would_reject_total, ' '
 	                                     ORDER BY service COLLATE "C")
 	                     FROM dbpool_guard.status WHERE service IN ($in_list)});
 	my %before = map { my ($s, $r, $w) = split /:/; ($s => [ $r, $w ]) } split / /, $before;
@@ -318,7 +199,7 @@ sub storm_round
 	for my $i (0 .. $#c)
 	{
 		my $s = $apps[$i];
-		if ($c[$i]{ok}) { $ok{$s}++; push @{ $held{$s} }, $c[$i]; }
+		if ($c[$i]{ok}) { $ok{$s}++; $model->hold($s, $c[$i]); }
 		elsif ($c[$i]->is_refusal && $c[$i]->refused_service eq $s) { $refused{$s}++; }
 		else { push @other, "$s: " . $c[$i]->outcome . ' ' . ($c[$i]{error}{M} // ''); }
 	}
@@ -329,13 +210,13 @@ sub storm_round
 
 	my %admit;    # what each may have been admitted in enforce mode
 	my $borrowed = 0;
-	my $status = q1(qq{SELECT string_agg(service || ':' || connections || ':' || borrowed || ':' ||
+	my $status = $su->q1(qq{SELECT string_agg(service || ':' || connections || ':' || borrowed || ':' ||
 	                                     rejected_total || ':' || would_reject_total, ' ' ORDER BY service COLLATE "C")
 	                     FROM dbpool_guard.status WHERE service IN ($in_list)});
 	my %st = map { my ($s, @v) = split /:/; ($s => \@v) } split / /, $status;
 	for my $s (sort keys %n)
 	{
-		my $l = $limits{$s};
+		my $l = $model->limits($s);
 		my ($conn, $b, $rej, $would) = @{ $st{$s} };
 		$borrowed += $b;
 		if ($enforce)
@@ -356,14 +237,14 @@ sub storm_round
 				"$what: \"$s\": would_reject_total counts all but the $l->{budget} own and $b borrowed");
 		}
 	}
-	is($borrowed, $pool_size, "$what: the services borrowed exactly the pool's $pool_size slots together");
-	is(q1('SELECT borrowed, free FROM dbpool_guard.pool'), "$pool_size|0",
-		"$what: the pool view agrees: $pool_size borrowed, none free");
+	is($borrowed, $pool, "$what: the services borrowed exactly the pool's $pool slots together");
+	is($su->q1('SELECT borrowed, free FROM dbpool_guard.pool'), "$pool|0",
+		"$what: the pool view agrees: $pool borrowed, none free");
 
-	close_all();
-	is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
+	$model->close_all;
+	is($su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
 		'0', "$what: all released");
-	is(q1('SELECT borrowed, free FROM dbpool_guard.pool'), "0|$pool_size",
+	is($su->q1('SELECT borrowed, free FROM dbpool_guard.pool'), "0|$pool",
 		"$what: the pool has every slot back");
 	return;
 }
@@ -376,7 +257,7 @@ storm_round('storm 2', 1, %storm);
 
 my $totals_sql = qq{SELECT sum(admitted_total) || '|' || sum(rejected_total)
                       FROM dbpool_guard.status WHERE service IN ($in_list)};
-my ($adm0, $rej0) = split /\|/, q1($totals_sql);
+my ($adm0, $rej0) = split /\|/, $su->q1($totals_sql);
 my $loader = DbpgWire::loader(
 	login => { wire_params($node) },
 	apps => [qw(a b c z)],
@@ -387,17 +268,17 @@ my $samples = 0;
 my $max_lent = 0;
 wait_for(
 	sub {
-		my $v = q1(
+		my $v = $su->q1(
 			qq{SELECT coalesce(string_agg(service || ':' || connections || ':' || borrowed, ' '), '')
 			     FROM dbpool_guard.status
 			    WHERE service IN ($in_list)
 			      AND (connections - borrowed > cap OR borrowed > burst OR borrowed < 0 OR borrowed > connections)});
 		push @violations, "services $v" if $v ne '';
-		my ($lent, $size) = split /\|/, q1('SELECT borrowed, size FROM dbpool_guard.pool');
+		my ($lent, $size) = split /\|/, $su->q1('SELECT borrowed, size FROM dbpool_guard.pool');
 		push @violations, "pool borrowed $lent" if $lent > $size || $lent < 0;
 		$max_lent = $lent if $lent > $max_lent;
 		$samples++;
-		my ($adm, $rej) = split /\|/, q1($totals_sql);
+		my ($adm, $rej) = split /\|/, $su->q1($totals_sql);
 		return $adm + $rej - $adm0 - $rej0 >= 400;
 	},
 	$TIMEOUT, 5);
@@ -408,11 +289,11 @@ is(join('; ', @violations), '',
 is( join(' ', map { "$_=$tally->{$_}" } grep { $_ ne 'ok' && $_ ne 'refused' } sort keys %$tally),
 	'', 'load: every login admitted or refused by us');
 ok(($tally->{ok} // 0) > 0 && ($tally->{refused} // 0) > 0, 'load: some logins admitted, some refused');
-is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
+is($su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
 	'0', 'load: every slot is back afterwards');
-is(q1('SELECT borrowed, free FROM dbpool_guard.pool'), "0|$pool_size",
+is($su->q1('SELECT borrowed, free FROM dbpool_guard.pool'), "0|$pool_size",
 	'load: every borrowed slot came back to the pool');
-my ($adm1, $rej1) = split /\|/, q1($totals_sql);
+my ($adm1, $rej1) = split /\|/, $su->q1($totals_sql);
 is(($adm1 - $adm0) . '|' . ($rej1 - $rej0), ($tally->{ok} // 0) . '|' . ($tally->{refused} // 0),
 	'load: admitted_total and rejected_total count exactly what the clients saw');
 
@@ -423,8 +304,8 @@ storm_round('storm after the load', 1, %storm);
 # --- the bursts bind, not the pool ---------------------------------------------------------------
 
 set_conf($node, 'dbpool_guard.burst_pool' => 10);
-$pool_size = 10;
-is(q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '10|0|10', 'pool of 10');
+$model->set_pool(10);
+is($su->q1('SELECT size, borrowed, free FROM dbpool_guard.pool'), '10|0|10', 'pool of 10');
 my @apps = map { ('a', 'b', 'z', 'c', 'a', 'b') } 1 .. 6;
 my @c = DbpgWire::storm([ map { { wire_params($node, application_name => $_) } } @apps ]);
 my %ok;
@@ -432,14 +313,14 @@ $ok{ $apps[$_] } += $c[$_]{ok} ? 1 : 0 for 0 .. $#c;
 is(join(' ', map { "$_:$ok{$_}" } sort keys %ok), 'a:5 b:5 c:2 z:2',
 	'a storm with a large pool: each service gets exactly its own slots plus its burst');
 is(scalar(grep { !$_->{ok} && !$_->is_refusal } @c), 0, 'the others were refused by us');
-is(q1('SELECT borrowed, free FROM dbpool_guard.pool'), '6|4',
+is($su->q1('SELECT borrowed, free FROM dbpool_guard.pool'), '6|4',
 	'the pool lent exactly the sum of the bursts (2 + 2 + 2), 4 stay free');
-is(q1($counts_sql), 'a:5:2 b:5:2 c:2:0 z:2:2 zero:0:0 pool:6', 'every service at its cap plus its burst');
+is($su->q1($counts_sql), 'a:5:2 b:5:2 c:2:0 z:2:2 zero:0:0 pool:6', 'every service at its cap plus its burst');
 $_->close for @c;
-is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
+is($su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
 	'0', 'released');
 set_conf($node, 'dbpool_guard.burst_pool' => 3);
-$pool_size = 3;
+$model->set_pool(3);
 
 # --- monitor mode: the same rules, everyone admitted, nobody waits ------------------------------------
 
@@ -447,8 +328,8 @@ $pool_size = 3;
 set_conf($node, 'dbpool_guard.mode' => 'monitor', 'dbpool_guard.max_wait' => '30s');
 my $would_sql = qq{SELECT string_agg(service || ':' || would_reject_total, ' ' ORDER BY service COLLATE "C")
                      FROM dbpool_guard.status WHERE service IN ('a', 'b', 'z')};
-my $rej_rows = q1('SELECT count(*) FROM dbpool_guard.rejections WHERE NOT enforced');
-my %w0 = map { split /:/ } split / /, q1($would_sql);
+my $rej_rows = $su->q1('SELECT count(*) FROM dbpool_guard.rejections WHERE NOT enforced');
+my %w0 = map { split /:/ } split / /, $su->q1($would_sql);
 my @m;
 my $slowest = 0;
 for my $s (qw(a a a a a a b b b b b z))
@@ -461,27 +342,27 @@ is(scalar(grep { $_->{ok} } @m), 12, 'monitor: all 12 logins admitted (a 6, b 5,
 ok($slowest < 15, "monitor: no login waited for max_wait (30 s); the slowest took $slowest s");
 # a: 3 own, 2 borrowed, 1 over; b: 3 own, 1 borrowed (pool full), 1 over;
 # z: pool full, over
-is(q1(q{SELECT string_agg(service || ':' || connections || ':' || borrowed, ' ' ORDER BY service COLLATE "C")
+is($su->q1(q{SELECT string_agg(service || ':' || connections || ':' || borrowed, ' ' ORDER BY service COLLATE "C")
           FROM dbpool_guard.status WHERE service IN ('a', 'b', 'z')}),
 	'a:6:2 b:5:1 z:1:0',
 	'monitor: borrowed within each burst and the pool, the logins beyond counted as connections');
-is(q1('SELECT borrowed, free FROM dbpool_guard.pool'), '3|0', 'monitor: the pool never over its size');
-my %w1 = map { split /:/ } split / /, q1($would_sql);
+is($su->q1('SELECT borrowed, free FROM dbpool_guard.pool'), '3|0', 'monitor: the pool never over its size');
+my %w1 = map { split /:/ } split / /, $su->q1($would_sql);
 is(join(' ', map { "$_:" . ($w1{$_} - $w0{$_}) } qw(a b z)), 'a:1 b:1 z:1',
 	'monitor: would_reject_total counts the logins the rules would have refused');
-is(q1('SELECT count(*) FROM dbpool_guard.rejections WHERE NOT enforced') - $rej_rows,
+is($su->q1('SELECT count(*) FROM dbpool_guard.rejections WHERE NOT enforced') - $rej_rows,
 	3, 'monitor: 3 rows in rejections, enforced = false');
-is( q1(q{SELECT sum(waiting_logins) || '|' || sum(waited_total) || '|' || sum(wait_timeouts_total)
+is( $su->q1(q{SELECT sum(waiting_logins) || '|' || sum(waited_total) || '|' || sum(wait_timeouts_total)
            FROM dbpool_guard.status}),
 	'0|0|0', 'monitor: nobody waits, waited or timed out');
-is(q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '0', 'monitor: no waiting login');
+is($su->q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '0', 'monitor: no waiting login');
 $_->close for @m;
-is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
+is($su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
 	'0', 'monitor: released');
-is(q1('SELECT borrowed FROM dbpool_guard.pool'), '0', 'monitor: the pool has its slots back');
+is($su->q1('SELECT borrowed FROM dbpool_guard.pool'), '0', 'monitor: the pool has its slots back');
 
 storm_round('monitor storm', 0, %storm);
-is(q1('SELECT sum(waited_total) + sum(wait_timeouts_total) FROM dbpool_guard.status'),
+is($su->q1('SELECT sum(waited_total) + sum(wait_timeouts_total) FROM dbpool_guard.status'),
 	'0', 'monitor storm: nobody waited');
 
 # --- a service that can never get a slot does not wait -----------------------------------------------
@@ -494,7 +375,7 @@ ok($zc->is_refusal, 'max_wait 30 s: a login of "zero" (budget 0) is refused');
 ok($took < 15, sprintf('... at once, without waiting for max_wait (%.2f s)', $took));
 like($zc->{error}{D} // '', qr/has a budget of 0 connections: it may not connect/,
 	'... as a service that may not connect');
-is( q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'zero'
+is( $su->q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'zero'
           ORDER BY rejected_at DESC LIMIT 1}),
 	'over_cap', '... reason over_cap, not wait_timeout');
 set_conf($node, 'dbpool_guard.burst_pool' => 0);

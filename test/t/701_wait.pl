@@ -29,6 +29,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DbpgTest;
 use DbpgWire;
+use DbpgElastic;
 use DbpgMonitoring qw(wait_for);
 use Time::HiRes qw(time);
 
@@ -52,61 +53,16 @@ my $TIMEOUT = $DbpgTest::TIMEOUT;
 
 # The bootstrap superuser over the raw protocol: one session for every
 # query of the test (psql would take a process slot per poll).
-my $su_name = scalar_q($node, 'SELECT current_user');
-my $su = wire_login($node, user => $su_name);
-die 'superuser login failed' unless $su->{ok};
+my $su = su_session($node);
+my $su_name = $su->user;
 
-sub q1
-{
-	my ($sql) = @_;
-	my $rows = $su->query($sql);
-	return join("\n", map { join('|', map { $_ // 'NULL' } @$_) } @$rows);
-}
-
-sub wait_q
-{
-	my ($sql, $want) = @_;
-	my $got;
-	wait_for(sub { ($got = q1($sql)) eq $want }, $TIMEOUT, 20);
-	return $got;
-}
-
-# Has the login been answered (admitted, refused, or dropped)?
-sub answered
-{
-	my ($c) = @_;
-	$c->pump if $c->{sock} && $c->state eq 'startup';
-	return $c->state ne 'startup';
-}
-
-# Start a login of $app and wait until it shows in waiting_logins (its
-# pid is then in {wpid}) or is answered.  Logins are started one by one,
-# so the new pid is this one's.
-sub start_waiter
-{
-	my ($app, %p) = @_;
-	my %known = map { $_ => 1 } split /\n/, q1('SELECT pid FROM dbpool_guard.waiting_logins');
-	my $c = DbpgWire::start(wire_params($node, application_name => $app, %p));
-	my $pid;
-	wait_for(
-		sub {
-			return 1 if answered($c);
-			($pid) = grep { !$known{$_} } split /\n/,
-			  q1('SELECT pid FROM dbpool_guard.waiting_logins');
-			return defined $pid;
-		},
-		$TIMEOUT, 10);
-	$c->{wpid} = $pid;
-	return $c;
-}
-
-sub waiting { return q1('SELECT count(*) FROM dbpool_guard.waiting_logins'); }
+sub waiting { return $su->q1('SELECT count(*) FROM dbpool_guard.waiting_logins'); }
 
 # "pid:position ..." of a service's waiters, in their order
 sub queue_of
 {
 	my ($service) = @_;
-	return q1(qq{SELECT string_agg(pid || ':' || position, ' ' ORDER BY position)
+	return $su->q1(qq{SELECT string_agg(pid || ':' || position, ' ' ORDER BY position)
 	               FROM dbpool_guard.waiting_logins WHERE service = '$service'});
 }
 
@@ -134,30 +90,30 @@ sub process_gone
 	return wait_for(sub { !kill(0, $pid) }, $TIMEOUT, 20);
 }
 
-is(q1('SHOW dbpool_guard.max_wait'), '40s', 'max_wait is 40 s');
-is(q1('SELECT size, borrowed, free, waiting_logins, max_waiters_total FROM dbpool_guard.pool'),
+is($su->q1('SHOW dbpool_guard.max_wait'), '40s', 'max_wait is 40 s');
+is($su->q1('SELECT size, borrowed, free, waiting_logins, max_waiters_total FROM dbpool_guard.pool'),
 	'1|0|1|0|10', 'pool view: size 1, nobody waiting, max_waiters_total 10');
 
 # --- FIFO among the waiters of one service -----------------------------------------------
 
 my @h = map { wire_login($node, application_name => 'f') } 1 .. 2;
 is(scalar(grep { $_->{ok} } @h), 2, 'f is at its cap (2)');
-my @w = map { start_waiter('f') } 1 .. 3;
+my @w = map { start_waiter($su, 'f') } 1 .. 3;
 is(scalar(grep { defined $_->{wpid} && !answered($_) } @w),
 	3, 'three logins of f wait, one after the other, with no answer yet');
 is(queue_of('f'), expected_queue(@w), 'waiting_logins: positions 1, 2, 3 in the order they came');
-is( q1(qq{SELECT string_agg(DISTINCT service || ':' || user_name || ':' || database_name || ':'
+is( $su->q1(qq{SELECT string_agg(DISTINCT service || ':' || user_name || ':' || database_name || ':'
                             || coalesce(client_addr::text, 'NULL'), ' ')
             FROM dbpool_guard.waiting_logins}),
 	'f:app:postgres:NULL',
 	'waiting_logins: service, user, database, no address (Unix socket)');
-is( q1(q{SELECT bool_and(waiting_since <= clock_timestamp() AND waited >= interval '0'
+is( $su->q1(q{SELECT bool_and(waiting_since <= clock_timestamp() AND waited >= interval '0'
                          AND waited <= clock_timestamp() - waiting_since + interval '1 s')
            FROM dbpool_guard.waiting_logins}),
 	't', 'waiting_logins: waiting_since and waited agree');
-is(q1(q{SELECT connections, waiting_logins, state FROM dbpool_guard.status WHERE service = 'f'}),
+is($su->q1(q{SELECT connections, waiting_logins, state FROM dbpool_guard.status WHERE service = 'f'}),
 	'2|3|rejecting', 'status: f holds 2, 3 waiting, rejecting');
-is(q1('SELECT waiting_logins FROM dbpool_guard.pool'), '3', 'pool view: 3 waiting in the server');
+is($su->q1('SELECT waiting_logins FROM dbpool_guard.pool'), '3', 'pool view: 3 waiting in the server');
 
 # exempt roles and superusers never wait (if they did, nothing would
 # answer them: no slot is freed here)
@@ -165,7 +121,7 @@ my $ex = wire_login($node, application_name => 'f', user => 'mon', timeout => 30
 ok($ex->{ok}, 'an exempt role logs in at once while f is full and has waiters');
 my $sup = wire_login($node, application_name => 'f', user => 'admin', timeout => 30);
 ok($sup->{ok}, 'a superuser logs in at once while f is full and has waiters');
-is(q1(q{SELECT connections FROM dbpool_guard.status WHERE service = 'f'}) . ' ' . waiting(),
+is($su->q1(q{SELECT connections FROM dbpool_guard.status WHERE service = 'f'}) . ' ' . waiting(),
 	'2 3', 'neither is counted nor queued');
 $_->close for $ex, $sup;
 
@@ -176,7 +132,7 @@ my $n4 = DbpgWire::start(wire_params($node, application_name => 'f'));
 expect_admitted('slot 1 freed: the oldest waiter', $w[0], @w[ 1, 2 ], $n4);
 wait_for(sub { answered($n4) || waiting() == 3 }, $TIMEOUT, 10);
 ($n4->{wpid}) = grep { $_ != $w[1]{wpid} && $_ != $w[2]{wpid} } split /\n/,
-  q1('SELECT pid FROM dbpool_guard.waiting_logins');
+  $su->q1('SELECT pid FROM dbpool_guard.waiting_logins');
 ok(!answered($n4) && defined $n4->{wpid}, 'the newcomer waits');
 is(queue_of('f'), expected_queue(@w[ 1, 2 ], $n4), 'the newcomer is behind the two older waiters');
 
@@ -188,11 +144,11 @@ expect_admitted('slot 3 freed: the third waiter', $w[2], $n4);
 $w[1]->close;
 expect_admitted('slot 4 freed: the newcomer, last', $n4);
 is(waiting(), '0', 'nobody waits any more');
-is( q1(q{SELECT connections, waiting_logins, waited_total, wait_timeouts_total, rejected_total
+is( $su->q1(q{SELECT connections, waiting_logins, waited_total, wait_timeouts_total, rejected_total
            FROM dbpool_guard.status WHERE service = 'f'}),
 	'2|0|4|0|0', 'status: f holds 2; 4 admitted after waiting, none refused');
 $_->close for $w[2], $n4;
-is(wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 'f'}, '0'), '0', 'f released');
+is($su->wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 'f'}, '0'), '0', 'f released');
 
 # --- a freed pool slot goes to the oldest waiter that may borrow --------------------------------
 
@@ -203,18 +159,18 @@ my @a = map { wire_login($node, application_name => 'a') } 1 .. 2;
 my $b1 = wire_login($node, application_name => 'b');
 my $c1 = wire_login($node, application_name => 'c');
 is(scalar(grep { $_->{ok} } @a, $b1, $c1), 4, 'a (1 own + 1 borrowed), b and c hold their slots');
-is(q1($counts_sql), 'a:2:1 b:1:0 c:1:0 pool:1', 'the pool (1) is lent to a');
+is($su->q1($counts_sql), 'a:2:1 b:1:0 c:1:0 pool:1', 'the pool (1) is lent to a');
 # c cannot borrow (no burst); b could, but the pool is full; a has used
 # its burst.  They come in this order.
-my $wc = start_waiter('c');
-my $wb = start_waiter('b');
-my $wa = start_waiter('a');
+my $wc = start_waiter($su, 'c');
+my $wb = start_waiter($su, 'b');
+my $wa = start_waiter($su, 'a');
 is(scalar(grep { defined $_->{wpid} && !answered($_) } $wc, $wb, $wa),
 	3, 'a login of c, of b and of a wait, in this order');
-is(q1(q{SELECT string_agg(service || ':' || waiting_logins, ' ' ORDER BY service)
+is($su->q1(q{SELECT string_agg(service || ':' || waiting_logins, ' ' ORDER BY service)
           FROM dbpool_guard.status WHERE service IN ('a', 'b', 'c')}),
 	'a:1 b:1 c:1', 'status: one waiting login each');
-is(q1(q{SELECT string_agg(service || ':' || state, ' ' ORDER BY service)
+is($su->q1(q{SELECT string_agg(service || ':' || state, ' ' ORDER BY service)
           FROM dbpool_guard.status WHERE service IN ('a', 'b', 'c')}),
 	'a:rejecting b:rejecting c:rejecting', 'status: all three rejecting');
 
@@ -223,15 +179,15 @@ is(q1(q{SELECT string_agg(service || ':' || state, ' ' ORDER BY service)
 # that may borrow (c's is older but may not borrow, a's is younger)
 $a[0]->close;
 expect_admitted('pool slot freed: the oldest waiter that may borrow (b)', $wb, $wc, $wa);
-is(q1($counts_sql), 'a:1:0 b:2:1 c:1:0 pool:1', 'b borrowed the pool slot, a repaid it');
+is($su->q1($counts_sql), 'a:1:0 b:2:1 c:1:0 pool:1', 'b borrowed the pool slot, a repaid it');
 $c1->close;
 expect_admitted("c's own slot freed: c's waiter", $wc, $wa);
 $wb->close;
 expect_admitted("b repays: the pool slot goes to a's waiter", $wa);
-is(q1($counts_sql), 'a:2:1 b:1:0 c:1:0 pool:1', "a's waiter borrowed it");
+is($su->q1($counts_sql), 'a:2:1 b:1:0 c:1:0 pool:1', "a's waiter borrowed it");
 is(waiting(), '0', 'nobody waits');
 $_->close for $a[1], $b1, $wc, $wa;
-is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
+is( $su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0}, '0'),
 	'0', 'all released');
 
 # --- a wait that times out -------------------------------------------------------------------------
@@ -240,7 +196,7 @@ set_conf($node, 'dbpool_guard.max_wait' => '1000');
 my $ht = wire_login($node, application_name => 't');
 ok($ht->{ok}, 't is at its cap (1)');
 my $t0 = time();
-my $wt = start_waiter('t');
+my $wt = start_waiter($su, 't');
 ok(defined $wt->{wpid}, 'timeout: the login waits');
 $wt->wait_ready;
 my $elapsed = time() - $t0;
@@ -251,46 +207,46 @@ ok(defined $waited, 'timeout: the detail says how long it waited')
   or diag($wt->error_text);
 ok(defined $waited && $waited >= 950 && $elapsed >= 0.95,
 	'timeout: it waited max_wait (' . ($waited // 'undef') . " ms, the client saw $elapsed s)");
-is(q1(q{SELECT reason, enforced FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
+is($su->q1(q{SELECT reason, enforced FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
 	'wait_timeout|t', 'timeout: rejections reason wait_timeout');
-is(q1(q{SELECT connections, waiting_logins, wait_timeouts_total, waited_total FROM dbpool_guard.status WHERE service = 't'}),
+is($su->q1(q{SELECT connections, waiting_logins, wait_timeouts_total, waited_total FROM dbpool_guard.status WHERE service = 't'}),
 	'1|0|1|0', 'timeout: wait_timeouts_total 1, nobody waiting, the holder still counted');
 is(waiting(), '0', 'timeout: waiting_logins is empty');
 
 set_conf($node, 'dbpool_guard.max_wait' => '40s');
 my $t_sql = q{SELECT connections, waiting_logins, rejected_total, wait_timeouts_total, waited_total
                 FROM dbpool_guard.status WHERE service = 't'};
-my $t_before = q1($t_sql);
-my $rej_rows = q1('SELECT count(*) FROM dbpool_guard.rejections');
+my $t_before = $su->q1($t_sql);
+my $rej_rows = $su->q1('SELECT count(*) FROM dbpool_guard.rejections');
 
 # --- the client goes away --------------------------------------------------------------------------
 
-$wt = start_waiter('t');
+$wt = start_waiter($su, 't');
 ok(defined $wt->{wpid} && !answered($wt), 'client leaves: the login waits');
 my $sock = $wt->detach;
 close($sock);
-is(wait_q('SELECT count(*) FROM dbpool_guard.waiting_logins', '0'), '0',
+is($su->wait_q('SELECT count(*) FROM dbpool_guard.waiting_logins', '0'), '0',
 	'client leaves: the wait ends, waiting_logins is empty');
 ok(process_gone($wt->{wpid}), 'client leaves: its backend exits');
-is(q1($t_sql), $t_before, 'client leaves: no slot taken, no refusal counted, nobody waiting');
-is(q1('SELECT count(*) FROM dbpool_guard.rejections'), $rej_rows, 'client leaves: nothing in rejections');
+is($su->q1($t_sql), $t_before, 'client leaves: no slot taken, no refusal counted, nobody waiting');
+is($su->q1('SELECT count(*) FROM dbpool_guard.rejections'), $rej_rows, 'client leaves: nothing in rejections');
 
 # --- the operator cancels the wait -------------------------------------------------------------------
 
-$wt = start_waiter('t');
+$wt = start_waiter($su, 't');
 ok(defined $wt->{wpid} && !answered($wt), 'cancel: the login waits');
-is(q1("SELECT dbpool_guard.cancel_waiting_login($wt->{wpid})"), 't', 'cancel: cancel_waiting_login() returns true');
+is($su->q1("SELECT dbpool_guard.cancel_waiting_login($wt->{wpid})"), 't', 'cancel: cancel_waiting_login() returns true');
 $wt->wait_ready;
 ok($wt->is_refusal, 'cancel: the client is refused with 53300 and our message')
   or diag('outcome: ' . $wt->outcome . ' ' . ($wt->{error}{M} // ''));
 like($wt->{error}{D} // '', qr/An administrator cancelled the wait/, 'cancel: the detail says an administrator cancelled it');
-is(q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
+is($su->q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
 	'wait_cancelled', 'cancel: rejections reason wait_cancelled');
 is(waiting(), '0', 'cancel: waiting_logins is empty');
 ok(process_gone($wt->{wpid}), 'cancel: its backend exits');
-is(q1("SELECT dbpool_guard.cancel_waiting_login($wt->{wpid})"), 'f', 'cancel: false for a pid that no longer waits');
-is(q1("SELECT dbpool_guard.cancel_waiting_login($ht->{pid})"), 'f', 'cancel: false for an admitted session');
-is(q1('SELECT dbpool_guard.cancel_waiting_login(pg_backend_pid())'), 'f', 'cancel: false for a superuser session');
+is($su->q1("SELECT dbpool_guard.cancel_waiting_login($wt->{wpid})"), 'f', 'cancel: false for a pid that no longer waits');
+is($su->q1("SELECT dbpool_guard.cancel_waiting_login($ht->{pid})"), 'f', 'cancel: false for an admitted session');
+is($su->q1('SELECT dbpool_guard.cancel_waiting_login(pg_backend_pid())'), 'f', 'cancel: false for a superuser session');
 my ($ret, $stdout, $stderr) = $node->psql('postgres', 'SELECT dbpool_guard.cancel_waiting_login(1)',
 	connstr => conn($node, app => 'unlisted'));
 like($stderr, qr/permission denied for function cancel_waiting_login/,
@@ -298,26 +254,26 @@ like($stderr, qr/permission denied for function cancel_waiting_login/,
 
 # --- pg_terminate_backend() on a waiting login --------------------------------------------------------
 
-$t_before = q1(q{SELECT connections, waiting_logins FROM dbpool_guard.status WHERE service = 't'});
-$wt = start_waiter('t');
+$t_before = $su->q1(q{SELECT connections, waiting_logins FROM dbpool_guard.status WHERE service = 't'});
+$wt = start_waiter($su, 't');
 ok(defined $wt->{wpid} && !answered($wt), 'terminate: the login waits');
-is(q1("SELECT pg_terminate_backend($wt->{wpid})"), 't', 'terminate: pg_terminate_backend() signals it');
+is($su->q1("SELECT pg_terminate_backend($wt->{wpid})"), 't', 'terminate: pg_terminate_backend() signals it');
 $wt->wait_ready;
 ok(!$wt->{ok} && !$wt->is_refusal, 'terminate: the connection drops (' . $wt->outcome . ')');
 ok(process_gone($wt->{wpid}), 'terminate: its backend exits');
 is(waiting(), '0', 'terminate: waiting_logins is empty');
-is(q1(q{SELECT connections, waiting_logins FROM dbpool_guard.status WHERE service = 't'}),
+is($su->q1(q{SELECT connections, waiting_logins FROM dbpool_guard.status WHERE service = 't'}),
 	$t_before, 'terminate: no slot taken, nobody waiting');
 
 # nothing was left behind by the four ways out: the holder's slot is not
 # handed to a ghost, and the next login neither waits nor is refused
 $ht->close;
-is(wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 't'}, '0'), '0',
+is($su->wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 't'}, '0'), '0',
 	'after the four: the freed slot is not handed to anyone');
-my $waited_t = q1(q{SELECT waited_total FROM dbpool_guard.status WHERE service = 't'});
+my $waited_t = $su->q1(q{SELECT waited_total FROM dbpool_guard.status WHERE service = 't'});
 $ht = wire_login($node, application_name => 't');
 ok($ht->{ok}, 'after the four: the next login of t is admitted');
-is(q1(q{SELECT connections, waited_total FROM dbpool_guard.status WHERE service = 't'}),
+is($su->q1(q{SELECT connections, waited_total FROM dbpool_guard.status WHERE service = 't'}),
 	"1|$waited_t", 'after the four: it took the slot without waiting');
 
 # --- the waiters' bounds: queue_full ------------------------------------------------------------------
@@ -326,7 +282,7 @@ set_conf($node, 'dbpool_guard.max_waiters' => 2, 'dbpool_guard.max_waiters_total
 my $hq = wire_login($node, application_name => 'q');
 my $hr = wire_login($node, application_name => 'r');
 ok($hq->{ok} && $hr->{ok}, 'q and r are at their caps');
-my @qw = map { start_waiter('q') } 1 .. 2;
+my @qw = map { start_waiter($su, 'q') } 1 .. 2;
 is(scalar(grep { defined $_->{wpid} && !answered($_) } @qw), 2, 'two logins of q wait');
 my $q3 = wire_login($node, application_name => 'q');
 ok($q3->is_refusal, 'max_waiters: the third login of q is refused at once')
@@ -334,9 +290,9 @@ ok($q3->is_refusal, 'max_waiters: the third login of q is refused at once')
 like($q3->error_text, qr/logins are already waiting/, 'max_waiters: the detail says logins are already waiting');
 unlike($q3->error_text, qr/in the server/, 'max_waiters: ... for the service');
 like($q3->error_text, qr/dbpool_guard\.max_waiters(?!_total)/, 'max_waiters: it names dbpool_guard.max_waiters');
-is(q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'q' ORDER BY rejected_at DESC LIMIT 1}),
+is($su->q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'q' ORDER BY rejected_at DESC LIMIT 1}),
 	'queue_full', 'max_waiters: rejections reason queue_full');
-my $wr = start_waiter('r');
+my $wr = start_waiter($su, 'r');
 ok(defined $wr->{wpid} && !answered($wr), 'a login of r waits (3 waiting in the server)');
 my $r2 = wire_login($node, application_name => 'r');
 ok($r2->is_refusal, 'max_waiters_total: the next login of r is refused at once')
@@ -344,9 +300,9 @@ ok($r2->is_refusal, 'max_waiters_total: the next login of r is refused at once')
 like($r2->error_text, qr/logins are already waiting in the server/,
 	'max_waiters_total: the detail says logins are already waiting in the server');
 like($r2->error_text, qr/dbpool_guard\.max_waiters_total/, 'max_waiters_total: it names dbpool_guard.max_waiters_total');
-is(q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'r' ORDER BY rejected_at DESC LIMIT 1}),
+is($su->q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 'r' ORDER BY rejected_at DESC LIMIT 1}),
 	'queue_full', 'max_waiters_total: rejections reason queue_full');
-is(q1('SELECT waiting_logins, max_waiters_total FROM dbpool_guard.pool'), '3|3',
+is($su->q1('SELECT waiting_logins, max_waiters_total FROM dbpool_guard.pool'), '3|3',
 	'pool view: 3 waiting of at most 3');
 
 my @vip = (
@@ -355,7 +311,7 @@ my @vip = (
 	wire_login($node, application_name => 'q', user => 'mon', timeout => 30));
 is(scalar(grep { $_->{ok} } @vip), 3,
 	'waiters at their bounds: superusers and an exempt role are admitted at once');
-is(q1(q{SELECT string_agg(service || ':' || connections, ' ' ORDER BY service)
+is($su->q1(q{SELECT string_agg(service || ':' || connections, ' ' ORDER BY service)
           FROM dbpool_guard.status WHERE service IN ('q', 'r')}) . ' ' . waiting(),
 	'q:1 r:1 3', 'they are not counted, the waiters are unchanged');
 $_->close for @vip, $q3, $r2;
@@ -368,7 +324,7 @@ expect_admitted("r's slot freed: r's waiter", $wr, $qw[1]);
 $qw[0]->close;
 expect_admitted("q's slot freed again: q's second waiter", $qw[1]);
 $_->close for @qw, $wr;
-is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE service IN ('q', 'r') AND connections <> 0}, '0'),
+is($su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE service IN ('q', 'r') AND connections <> 0}, '0'),
 	'0', 'q and r released');
 
 # --- a wait ends by itself before authentication_timeout --------------------------------------------
@@ -376,7 +332,7 @@ is(wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE service IN ('q', 'r')
 set_conf($node, 'authentication_timeout' => '3s', 'dbpool_guard.max_wait' => '10s');
 my $offset = -s $node->logfile;
 $t0 = time();
-$wt = start_waiter('t');
+$wt = start_waiter($su, 't');
 ok(defined $wt->{wpid}, 'authentication_timeout 3 s, max_wait 10 s: the login waits');
 $wt->wait_ready;
 $elapsed = time() - $t0;
@@ -391,19 +347,19 @@ ok($wt->is_refusal, 'authentication_timeout: refused cleanly with 53300, not a d
 ok( defined $waited && $waited >= 1000 && $waited < 3000,
 	'authentication_timeout: it waited until about 500 ms before the timer ('
 	  . ($waited // 'undef') . " ms; the client saw $elapsed s)");
-is(q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
+is($su->q1(q{SELECT reason FROM dbpool_guard.rejections WHERE service = 't' ORDER BY rejected_at DESC LIMIT 1}),
 	'wait_timeout', 'authentication_timeout: reason wait_timeout');
 ok(process_gone($wt->{wpid}), 'authentication_timeout: the backend exits');
 ok(!$node->log_contains(qr/canceling authentication due to timeout/, $offset),
 	'authentication_timeout: the timer never fired');
 set_conf($node, 'authentication_timeout' => '60s', 'dbpool_guard.max_wait' => '40s');
 $ht->close;
-is(wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 't'}, '0'), '0', 't released');
+is($su->wait_q(q{SELECT connections FROM dbpool_guard.status WHERE service = 't'}, '0'), '0', 't released');
 
 # --- superusers are never locked out by waiters --------------------------------------------------------
 
 set_conf($node, 'dbpool_guard.max_waiters' => 20, 'dbpool_guard.max_waiters_total' => 20);
-my $reserved = q1('SELECT reserved FROM dbpool_guard.budget_check()');
+my $reserved = $su->q1('SELECT reserved FROM dbpool_guard.budget_check()');
 ok($reserved >= 3, "superuser_reserved_connections: $reserved reserved slots");
 @h = map { wire_login($node, application_name => 'f') } 1 .. 2;
 is(scalar(grep { $_->{ok} } @h), 2, 'f is at its cap');
@@ -412,7 +368,7 @@ is(scalar(grep { $_->{ok} } @h), 2, 'f is at its cap');
 my (@fw, $full);
 for (1 .. $max_connections)
 {
-	my $c = start_waiter('f');
+	my $c = start_waiter($su, 'f');
 	if (answered($c)) { $full = $c; last; }
 	push @fw, $c;
 }
@@ -427,7 +383,7 @@ like($full ? $full->error_text : '', qr/no free connection slots to wait in/,
 my $free;
 wait_for(
 	sub {
-		$free = $max_connections - q1(
+		$free = $max_connections - $su->q1(
 			q{SELECT count(*) FROM (SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'
 			                         UNION SELECT pid FROM dbpool_guard.waiting_logins) x});
 		return $free >= $reserved && $free <= $reserved + 1;
@@ -443,11 +399,11 @@ is(scalar(grep { $_->{ok} } @sus), $reserved,
 is(waiting(), scalar(@fw), 'the waiters still wait');
 $_->close for @sus, grep { defined } $full;
 $_->close for @fw;
-is(wait_q('SELECT count(*) FROM dbpool_guard.waiting_logins', '0'), '0', 'the waiters leave');
+is($su->wait_q('SELECT count(*) FROM dbpool_guard.waiting_logins', '0'), '0', 'the waiters leave');
 $_->close for @h;
-is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
+is( $su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
 	'0', 'all released, nobody waiting');
-is(q1('SELECT borrowed, waiting_logins FROM dbpool_guard.pool'), '0|0', 'the pool is empty');
+is($su->q1('SELECT borrowed, waiting_logins FROM dbpool_guard.pool'), '0|0', 'the pool is empty');
 
 $su->close;
 $node->stop;

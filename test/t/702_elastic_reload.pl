@@ -17,165 +17,78 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use DbpgTest;
 use DbpgWire;
-use DbpgMonitoring qw(wait_for);
+use DbpgElastic;
 use Time::HiRes qw(time);
-
-my %limits = (a => { budget => 2, burst => 2 }, b => { budget => 2, burst => 2 });
-my $pool_size = 3;
-my @services = sort keys %limits;
 
 my $max_connections = 30;
 my $node = guard_node('elastic_reload',
 	max_connections => $max_connections,
 	conf => "dbpool_guard.budgets = 'a=2+2\@1.0, b=2+2\@1.0'\n"
 	  . "dbpool_guard.burst_pool = 3\n");
-my $TIMEOUT = $DbpgTest::TIMEOUT;
 
-my $su_name = scalar_q($node, 'SELECT current_user');
-my $su = wire_login($node, user => $su_name);
-die 'superuser login failed' unless $su->{ok};
+my $su = su_session($node);
 
-sub q1
-{
-	my ($sql) = @_;
-	my $rows = $su->query($sql);
-	return join("\n", map { join('|', map { $_ // 'NULL' } @$_) } @$rows);
-}
-
-sub wait_q
-{
-	my ($sql, $want) = @_;
-	my $got;
-	wait_for(sub { ($got = q1($sql)) eq $want }, $TIMEOUT, 20);
-	return $got;
-}
+# The model of the rules, with the sessions it describes.
+my $model = DbpgElastic::Model->new($su, pool => 3,
+	limits => { a => { budget => 2, burst => 2 }, b => { budget => 2, burst => 2 } });
+my @services = $model->services;
 
 # --- budget_check() counts the pool and the waiters' bound ----------------------------------
 
 my $bc_sql = 'SELECT total_budget, burst_pool, waiters_bound, total, oversubscribed FROM dbpool_guard.budget_check()';
-my $available = q1('SELECT available FROM dbpool_guard.budget_check()');
-is($available, $max_connections - q1('SELECT reserved FROM dbpool_guard.budget_check()'),
+my $available = $su->q1('SELECT available FROM dbpool_guard.budget_check()');
+is($available, $max_connections - $su->q1('SELECT reserved FROM dbpool_guard.budget_check()'),
 	'budget_check(): available = max_connections - reserved');
-is(q1($bc_sql), '4|3|0|7|f', 'budget_check(): budgets 4 + pool 3, no waiters (max_wait 0): total 7');
+is($su->q1($bc_sql), '4|3|0|7|f', 'budget_check(): budgets 4 + pool 3, no waiters (max_wait 0): total 7');
 set_conf($node, 'dbpool_guard.max_wait' => '1000', 'dbpool_guard.max_waiters_total' => 5);
-is(q1($bc_sql), '4|3|5|12|f', 'budget_check(): with max_wait > 0 the waiters\' bound (5) counts: total 12');
+is($su->q1($bc_sql), '4|3|5|12|f', 'budget_check(): with max_wait > 0 the waiters\' bound (5) counts: total 12');
 my $over = $available - 9 + 1;
 my $offset = -s $node->logfile;
 set_conf($node, 'dbpool_guard.burst_pool' => $over);
-is(q1($bc_sql), "4|$over|5|" . ($available + 1) . '|t',
+is($su->q1($bc_sql), "4|$over|5|" . ($available + 1) . '|t',
 	"budget_check(): a pool of $over makes the total one more than the $available available: oversubscribed");
 ok( DbpgTest::log_wait($node,
 		qr/WARNING:  dbpool_guard: [^\n]*oversubscribed[^\n]*total @{[ $available + 1 ]}\b/, $offset),
 	'the reload logs the oversubscription with the total counting the pool and the waiters');
 set_conf($node, 'dbpool_guard.burst_pool' => $over - 1);
-is(q1($bc_sql), '4|' . ($over - 1) . "|5|$available|f", 'budget_check(): a total equal to the available is not oversubscribed');
+is($su->q1($bc_sql), '4|' . ($over - 1) . "|5|$available|f", 'budget_check(): a total equal to the available is not oversubscribed');
 set_conf($node, 'dbpool_guard.max_wait' => '0');
-is(q1($bc_sql), '4|' . ($over - 1) . '|0|' . ($available - 5) . '|f', 'budget_check(): max_wait 0: no waiters\' bound');
+is($su->q1($bc_sql), '4|' . ($over - 1) . '|0|' . ($available - 5) . '|f', 'budget_check(): max_wait 0: no waiters\' bound');
 set_conf($node, 'dbpool_guard.burst_pool' => 3, 'dbpool_guard.max_waiters_total' => 10);
-is(q1($bc_sql), '4|3|0|7|f', 'budget_check(): back to 7');
-
-# --- the model of the rules ------------------------------------------------------------------
-
-my %model = map { $_ => { conn => 0, borrowed => 0 } } @services;
-my $pool_used = 0;
-my %held = map { $_ => [] } @services;
-
-sub model_login
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	my $l = $limits{$s};
-	if ($m->{conn} - $m->{borrowed} < $l->{budget})
-	{
-		$m->{conn}++;
-		return 'ok';
-	}
-	if ($m->{borrowed} < $l->{burst} && $pool_used < $pool_size)
-	{
-		$m->{conn}++;
-		$m->{borrowed}++;
-		$pool_used++;
-		return 'ok';
-	}
-	return 'refused';
-}
-
-sub model_logout
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	$m->{conn}--;
-	if ($m->{borrowed} > 0)
-	{
-		$m->{borrowed}--;
-		$pool_used--;
-	}
-	return;
-}
-
-sub model_state
-{
-	my ($s) = @_;
-	my $m = $model{$s};
-	my $l = $limits{$s};
-	my $own = $m->{conn} - $m->{borrowed};
-	return 'rejecting' if $l->{budget} == 0 && $l->{burst} == 0;
-	return 'rejecting'
-	  if $own >= $l->{budget}
-	  && ($m->{borrowed} >= $l->{burst} || $pool_used >= $pool_size);
-	return 'warning'
-	  if ($l->{budget} > 0 && $own / $l->{budget} >= 0.75) || $m->{borrowed} > 0;
-	return 'ok';
-}
+is($su->q1($bc_sql), '4|3|0|7|f', 'budget_check(): back to 7');
 
 my $counts_sql = q{SELECT (SELECT string_agg(service || ':' || connections || ':' || borrowed || ':' || state, ' '
                                          ORDER BY service)
                              FROM dbpool_guard.status WHERE service IN ('a', 'b'))
                         || ' pool:' || (SELECT size || ':' || borrowed || ':' || free FROM dbpool_guard.pool)};
 
+# What $counts_sql must give by the model: "service:connections:borrowed:state
+# ... pool:size:borrowed:free".
 sub model_text
 {
-	my $free = $pool_size - $pool_used;
+	my $free = $model->pool_size - $model->pool_used;
 	$free = 0 if $free < 0;
-	return join(' ', map { "$_:$model{$_}{conn}:$model{$_}{borrowed}:" . model_state($_) } @services)
-	  . " pool:$pool_size:$pool_used:$free";
-}
-
-sub model_sync
-{
-	for my $row (split /\n/,
-		q1(q{SELECT service, connections, borrowed FROM dbpool_guard.status WHERE service IN ('a', 'b')}))
-	{
-		my ($s, $c, $b) = split /\|/, $row;
-		$model{$s} = { conn => $c, borrowed => $b };
-	}
-	$pool_used = q1('SELECT borrowed FROM dbpool_guard.pool');
-	return;
+	return join(' ', map { "$_:" . $model->connections($_) . ':' . $model->borrowed($_) . ':' . $model->state($_) } @services)
+	  . ' pool:' . $model->pool_size . ':' . $model->pool_used . ":$free";
 }
 
 sub login_step
 {
 	my ($s, $what) = @_;
-	my $want = model_login($s);
-	my $c = wire_login($node, application_name => $s);
-	my $got = $c->outcome;
-	$got .= " ($c->{error}{M})" if $got =~ /^other/;
-	push @{ $held{$s} }, $c if $c->{ok};
+	my ($want, $got) = $model->connect($s);
 	my $ok = is($got, $want, "$what: login of \"$s\" " . ($want eq 'ok' ? 'admitted' : 'refused'));
-	$ok = is(q1($counts_sql), model_text(), "$what: counts, states and the pool") && $ok;
-	model_sync() unless $ok;
+	$ok = is($su->q1($counts_sql), model_text(), "$what: counts, states and the pool") && $ok;
+	$model->sync unless $ok;
 	return;
 }
 
 sub logout_step
 {
 	my ($s, $what) = @_;
-	my $c = shift @{ $held{$s} };
-	$c->close;
-	model_logout($s);
+	$model->disconnect($s);
 	my $want = model_text();
-	is(wait_q($counts_sql, $want), $want, "$what: \"$s\" closes a session; counts, states and the pool")
-	  or model_sync();
+	is($su->wait_q($counts_sql, $want), $want, "$what: \"$s\" closes a session; counts, states and the pool")
+	  or $model->sync;
 	return;
 }
 
@@ -184,14 +97,14 @@ sub reload_step
 {
 	my ($what, %new) = @_;
 	my $pool = delete $new{pool};
-	$pool_size = $pool if defined $pool;
-	$limits{$_} = $new{$_} for keys %new;
-	my $budgets = join(', ', map { "$_=$limits{$_}{budget}+$limits{$_}{burst}\@1.0" } @services);
-	set_conf($node, 'dbpool_guard.budgets' => $budgets, 'dbpool_guard.burst_pool' => $pool_size);
-	is(q1($counts_sql), model_text(), "$what: counts unchanged, states and the pool under the new limits");
-	is( q1(q{SELECT string_agg(service || ':' || budget || ':' || burst, ' ' ORDER BY service)
+	$model->set_pool($pool) if defined $pool;
+	$model->set_limits(%new);
+	my $budgets = join(', ', map { my $l = $model->limits($_); "$_=$l->{budget}+$l->{burst}\@1.0" } @services);
+	set_conf($node, 'dbpool_guard.budgets' => $budgets, 'dbpool_guard.burst_pool' => $model->pool_size);
+	is($su->q1($counts_sql), model_text(), "$what: counts unchanged, states and the pool under the new limits");
+	is( $su->q1(q{SELECT string_agg(service || ':' || budget || ':' || burst, ' ' ORDER BY service)
 	           FROM dbpool_guard.status WHERE service IN ('a', 'b')}),
-		join(' ', map { "$_:$limits{$_}{budget}:$limits{$_}{burst}" } @services),
+		join(' ', map { my $l = $model->limits($_); "$_:$l->{budget}:$l->{burst}" } @services),
 		"$what: status shows the new budgets and bursts");
 	return;
 }
@@ -200,7 +113,7 @@ sub reload_step
 sub all_alive
 {
 	my ($what) = @_;
-	my @all = map { @{ $held{$_} } } @services;
+	my @all = $model->sessions;
 	my $alive = grep { (eval { $_->query('SELECT 1')->[0][0] } // '') eq '1' } @all;
 	is($alive, scalar(@all), "$what: all " . scalar(@all) . ' sessions still work');
 	return;
@@ -209,15 +122,9 @@ sub all_alive
 sub close_all
 {
 	my ($what) = @_;
-	for my $s (@services)
-	{
-		$_->close for @{ $held{$s} };
-		$held{$s} = [];
-		$model{$s} = { conn => 0, borrowed => 0 };
-	}
-	$pool_used = 0;
+	$model->close_all;
 	my $want = model_text();
-	is(wait_q($counts_sql, $want), $want, "$what: all released");
+	is($su->wait_q($counts_sql, $want), $want, "$what: all released");
 	return;
 }
 
@@ -225,7 +132,7 @@ sub close_all
 
 login_step('a', 'fill') for 1 .. 4;
 login_step('b', 'fill') for 1 .. 3;
-is(q1($counts_sql), 'a:4:2:rejecting b:3:1:rejecting pool:3:3:0', 'a borrows 2, b 1: the pool of 3 is used up');
+is($su->q1($counts_sql), 'a:4:2:rejecting b:3:1:rejecting pool:3:3:0', 'a borrows 2, b 1: the pool of 3 is used up');
 reload_step('pool lowered to 1', pool => 1);
 all_alive('pool lowered to 1');
 login_step('b', 'pool 1, 3 borrowed: b may not borrow');
@@ -271,7 +178,7 @@ close_all('burst');
 
 reload_step('a=3+1', a => { budget => 3, burst => 1 });
 login_step('a', 'fill') for 1 .. 4;
-is(q1($counts_sql), 'a:4:1:rejecting b:0:0:ok pool:3:1:2', 'a holds 3 own and 1 borrowed');
+is($su->q1($counts_sql), 'a:4:1:rejecting b:0:0:ok pool:3:1:2', 'a holds 3 own and 1 borrowed');
 reload_step("a's budget lowered from 3 to 1", a => { budget => 1, burst => 1 });
 all_alive("a's budget lowered");
 login_step('a', 'own 3 of the new cap 1, burst used: no');
@@ -279,7 +186,7 @@ logout_step('a', 'a repays its borrowed slot first');
 login_step('a', 'own 3 of 1 but nothing borrowed: a may borrow');
 login_step('a', 'burst used again: no');
 logout_step('a', 'a leaves') for 1 .. 3;
-is(q1($counts_sql), 'a:1:0:warning b:0:0:ok pool:3:0:3', 'a is back to its new cap');
+is($su->q1($counts_sql), 'a:1:0:warning b:0:0:ok pool:3:0:3', 'a is back to its new cap');
 login_step('a', 'a borrows beyond its new cap');
 login_step('a', 'a at cap and burst');
 reload_step("a's budget raised to 4", a => { budget => 4, burst => 1 });
@@ -295,38 +202,7 @@ set_conf($node, 'dbpool_guard.max_wait' => '30s', 'dbpool_guard.max_waiters' => 
 my @h = map { wire_login($node, application_name => 'a') } 1 .. 2;
 is(scalar(grep { $_->{ok} } @h), 2, 'a is at its cap (2)');
 
-sub answered
-{
-	my ($c) = @_;
-	$c->pump if $c->{sock} && $c->state eq 'startup';
-	return $c->state ne 'startup';
-}
-
-sub start_waiter
-{
-	my ($app) = @_;
-	my %known = map { $_ => 1 } split /\n/, q1('SELECT pid FROM dbpool_guard.waiting_logins');
-	my $c = DbpgWire::start(wire_params($node, application_name => $app));
-	my $pid;
-	wait_for(
-		sub {
-			return 1 if answered($c);
-			($pid) = grep { !$known{$_} } split /\n/, q1('SELECT pid FROM dbpool_guard.waiting_logins');
-			return defined $pid;
-		},
-		$TIMEOUT, 10);
-	$c->{wpid} = $pid;
-	return $c;
-}
-
-sub admitted
-{
-	my ($c) = @_;
-	wait_for(sub { answered($c) }, $TIMEOUT, 10);
-	return $c->{ok} && $c->{pid} == $c->{wpid};
-}
-
-my $w = start_waiter('a');
+my $w = start_waiter($su, 'a');
 ok(defined $w->{wpid} && !answered($w), 'max_wait 30 s: a login of a waits');
 set_conf($node, 'dbpool_guard.max_wait' => '0');
 my $n = wire_login($node, application_name => 'a');
@@ -334,15 +210,15 @@ ok($n->is_refusal, 'max_wait reloaded to 0: a new login is refused')
   or diag('outcome: ' . $n->outcome);
 unlike($n->error_text, qr/waited/, '... at once');
 ok(!answered($w), 'the login that waited before the reload still waits (its own max_wait)');
-is(q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '1', 'waiting_logins: still 1');
+is($su->q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '1', 'waiting_logins: still 1');
 $h[0]->close;
 ok(admitted($w), 'a freed slot goes to it');
 
 set_conf($node, 'dbpool_guard.max_wait' => '30s');
-my @x = map { start_waiter('a') } 1 .. 2;
+my @x = map { start_waiter($su, 'a') } 1 .. 2;
 is(scalar(grep { defined $_->{wpid} && !answered($_) } @x), 2, 'two logins of a wait');
 set_conf($node, 'dbpool_guard.max_waiters' => 1);
-is(q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '2', 'max_waiters lowered to 1: both still wait');
+is($su->q1('SELECT count(*) FROM dbpool_guard.waiting_logins'), '2', 'max_waiters lowered to 1: both still wait');
 $n = wire_login($node, application_name => 'a');
 ok($n->is_refusal && $n->error_text =~ /logins are already waiting/,
 	'max_waiters lowered to 1: a new login is refused at once, the queue being full')
@@ -353,9 +229,9 @@ ok(admitted($x[0]), 'a freed slot goes to the first of them');
 $h[1]->close;
 ok(admitted($x[1]), 'the next to the second');
 $_->close for @x;
-is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
+is( $su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
 	'0', 'all released, nobody waiting');
-is(q1('SELECT borrowed, waiting_logins FROM dbpool_guard.pool'), '0|0', 'the pool is empty');
+is($su->q1('SELECT borrowed, waiting_logins FROM dbpool_guard.pool'), '0|0', 'the pool is empty');
 
 # --- limits raised while a login waits: younger logins are not held behind it ----------------------
 #
@@ -368,7 +244,7 @@ set_conf($node, 'dbpool_guard.max_wait' => '30s', 'dbpool_guard.max_waiters' => 
 	'dbpool_guard.budgets' => 'a=2@1.0, b=2+2@1.0', 'dbpool_guard.burst_pool' => 3);
 my @k = map { wire_login($node, application_name => 'a') } 1 .. 2;
 is(scalar(grep { $_->{ok} } @k), 2, 'a=2: a at its cap again');
-my $old = start_waiter('a');
+my $old = start_waiter($su, 'a');
 ok(defined $old->{wpid} && !answered($old), 'a login of a waits under a=2');
 set_conf($node, 'dbpool_guard.budgets' => 'a=4@1.0, b=2+2@1.0');
 my $t0 = time();
@@ -386,7 +262,7 @@ $_->close for ($old, $k[1]);
 set_conf($node, 'dbpool_guard.budgets' => 'a=1+2@1.0, b=0+2@1.0', 'dbpool_guard.burst_pool' => 0);
 my $ka = wire_login($node, application_name => 'a');
 ok($ka->{ok}, 'a=1+2 with no pool: a takes its own slot');
-my $wa = start_waiter('a');
+my $wa = start_waiter($su, 'a');
 ok(defined $wa->{wpid} && !answered($wa), 'the next login of a waits (its pool limit is 0)');
 set_conf($node, 'dbpool_guard.burst_pool' => 5);
 $t0 = time();
@@ -395,12 +271,12 @@ $took = time() - $t0;
 ok($yb->{ok}, 'burst_pool raised to 5: a login of b=0+2 borrows')
   or diag('outcome: ' . $yb->outcome . ' ' . $yb->error_text);
 ok($took < 15, sprintf('... at once, not held behind the waiter that may not borrow (%.2f s)', $took));
-is(q1('SELECT borrowed FROM dbpool_guard.pool'), '1', 'the pool lends 1');
+is($su->q1('SELECT borrowed FROM dbpool_guard.pool'), '1', 'the pool lends 1');
 ok(!answered($wa), 'the waiter of a, forked with no pool, still waits');
 $ka->close;
 ok(admitted($wa), "a's own slot goes to its waiter");
 $_->close for ($wa, $yb);
-is( wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
+is( $su->wait_q(q{SELECT count(*) FROM dbpool_guard.status WHERE connections <> 0 OR borrowed <> 0 OR waiting_logins <> 0}, '0'),
 	'0', 'all released again, nobody waiting');
 
 $su->close;
