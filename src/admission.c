@@ -334,7 +334,7 @@ refuse(Port *port, const Login *l)
 					  l->service, own, e->budget, used_pct, l->cap, threshold_pct, more) :
 			errdetail("Service \"%s\" holds %u of its budget of %d connections (%.0f%%); new sessions are refused from %d connections (threshold %.0f%%).%s",
 					  l->service, own, e->budget, used_pct, l->cap, threshold_pct, more),
-			errdetail_log("Refused role \"%s\" on database \"%s\" from %s; bucket \"%s\" holds %u of %d connections (cap %d), %u borrowed (burst %d), the pool lends %u of %d.%s%s",
+			errdetail_log("Refused role \"%s\" on database \"%s\" from %s; bucket \"%s\" holds %u of its %d connections (cap %d) and %u borrowed (burst %d); the pool lends %u of %d.%s%s",
 						  port->user_name, port->database_name,
 						  client_origin(addr), l->bucket->name, own,
 						  e->budget, l->cap, DBPG_SLOTS_BORROWED(l->seen), e->burst,

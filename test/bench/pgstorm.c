@@ -9,6 +9,13 @@
  * production, open as many connections as the service would and see how
  * many the server admits.
  *
+ * Two more shapes of load, for the benchmarks of dbpool_guard 1.5:
+ * --hold-each closes every admitted connection on its own, a fixed time
+ * after its admission (--stagger spreads those times), so that logins
+ * waiting for a slot get the slots as the holders leave; --loop makes the
+ * N slots N clients that reconnect as soon as their connection is closed
+ * or refused, for a given time: a pool recycling its connections.
+ *
  * How the SQLSTATE of a failed connection is found.  libpq has no
  * accessor for the fields of an error received during connection
  * startup: PQresultErrorField() needs a PGresult, and the one PQgetResult()
@@ -64,8 +71,17 @@ typedef struct
 	SlotState	state;
 	PostgresPollingStatusType last;	/* last PQconnectPoll() result */
 	double		started;		/* monotonic seconds */
+	double		close_at;		/* --hold-each: when to close it */
 	char		appname[64];
 } Slot;
+
+/* a growable array of latencies */
+typedef struct
+{
+	double	   *v;
+	long		n;
+	long		cap;
+} DArr;
 
 typedef struct
 {
@@ -85,13 +101,11 @@ typedef struct
 	long		lost;			/* admitted, then closed by the server */
 	int			nstates;
 	StateCount	states[MAX_STATES];
+	long		max_open;		/* most admitted connections open at once */
 	/* latencies in ms: all attempts, admitted, refused */
-	double	   *lat_all;
-	long		n_all;
-	double	   *lat_ok;
-	long		n_ok;
-	double	   *lat_ref;
-	long		n_ref;
+	DArr		lat_all;
+	DArr		lat_ok;
+	DArr		lat_ref;
 	double		connect_secs;	/* from first start to last resolution */
 } Stats;
 
@@ -108,6 +122,9 @@ static double opt_hold = 1.0;
 static int	opt_rounds = 1;
 static double opt_pause = 1.0;
 static double opt_timeout = 30.0;
+static double opt_hold_each = -1;	/* < 0: hold a round's sessions together */
+static double opt_stagger = 0;
+static double opt_loop = 0;		/* > 0: reconnect for this many seconds */
 static const char *opt_service = NULL;
 static enum
 {
@@ -177,6 +194,15 @@ usage(void)
 		   "  -H, --hold=SECONDS       keep admitted connections open this long after the\n"
 		   "                           last attempt of the round resolved (default 1;\n"
 		   "                           -1 = until SIGINT/SIGTERM, e.g. Ctrl-C)\n"
+		   "  -e, --hold-each=SECONDS  close each admitted connection this long after its\n"
+		   "                           own admission, instead of holding the round's\n"
+		   "                           sessions together (-H is then ignored)\n"
+		   "      --stagger=SECONDS    with -e: the k-th admitted connection (0, 1, ...)\n"
+		   "                           is held -e + k x SECONDS, so closes are spread\n"
+		   "  -L, --loop=SECONDS       with -e: N clients that reconnect as soon as their\n"
+		   "                           connection is closed, refused or failed, for\n"
+		   "                           SECONDS (a pool recycling its connections);\n"
+		   "                           one round\n"
 		   "  -r, --rounds=R           rounds (default 1)\n"
 		   "  -P, --pause=SECONDS      pause between rounds, so the server can release the\n"
 		   "                           closed sessions' slots (default 1)\n"
@@ -197,7 +223,8 @@ usage(void)
 		   "For each round it reports: attempted, admitted, refused (by SQLSTATE), how many\n"
 		   "refusals carried dbpool_guard's message, failures inside the client (no server\n"
 		   "reached: no SQLSTATE), timeouts, admitted sessions the server closed while they\n"
-		   "were held, and latency percentiles (p50/p90/p99/max, in ms) from the start of an\n"
+		   "were held, the most admitted connections open at once (as the client saw\n"
+		   "them), and latency percentiles (p50/p90/p99/max, in ms) from the start of an\n"
 		   "attempt to its admission or refusal.  Exit status is 0 when the run completed,\n"
 		   "whatever the server answered; 1 on a usage error.\n"
 		   "\n"
@@ -350,9 +377,31 @@ start_slot(Slot *s, long i)
 }
 
 static void
-add_latency(double *arr, long *n, double ms)
+add_latency(DArr *a, double ms)
 {
-	arr[(*n)++] = ms;
+	if (a->n == a->cap)
+	{
+		long		cap = a->cap < 64 ? 64 : a->cap * 2;
+		double	   *v = realloc(a->v, sizeof(double) * cap);
+
+		if (v == NULL)
+		{
+			fprintf(stderr, "pgstorm: out of memory\n");
+			exit(1);
+		}
+		a->v = v;
+		a->cap = cap;
+	}
+	a->v[a->n++] = ms;
+}
+
+static void
+append_latencies(DArr *to, const DArr *from)
+{
+	long		i;
+
+	for (i = 0; i < from->n; i++)
+		add_latency(to, from->v[i]);
 }
 
 /* Messages the server sends to a held session (e.g. the FATAL of a
@@ -376,8 +425,8 @@ resolve_slot(Stats *st, Slot *s, double t)
 		s->state = SLOT_ADMITTED;
 		PQsetNoticeProcessor(s->conn, notice_quiet, NULL);
 		st->admitted++;
-		add_latency(st->lat_all, &st->n_all, ms);
-		add_latency(st->lat_ok, &st->n_ok, ms);
+		add_latency(&st->lat_all, ms);
+		add_latency(&st->lat_ok, ms);
 		dump_attempt(st, "admitted", "", false, ms);
 		return;
 	}
@@ -402,8 +451,8 @@ resolve_slot(Stats *st, Slot *s, double t)
 			if (ours)
 				st->ours++;
 			dump_attempt(st, "refused", code, ours, ms);
-			add_latency(st->lat_all, &st->n_all, ms);
-			add_latency(st->lat_ref, &st->n_ref, ms);
+			add_latency(&st->lat_all, ms);
+			add_latency(&st->lat_ref, ms);
 		}
 		else
 		{
@@ -600,6 +649,7 @@ run_round(Stats *st, Slot *slots, struct pollfd *pfds, long *idx)
 		}
 	}
 	st->connect_secs = now_secs() - t0;
+	st->max_open = st->admitted;	/* all held together */
 
 	if (!interrupted)
 		hold_slots(st, slots, opt_n, pfds, idx);
@@ -613,21 +663,218 @@ run_round(Stats *st, Slot *slots, struct pollfd *pfds, long *idx)
 		}
 }
 
+/*
+ * --hold-each: every admitted connection is closed on its own, --hold-each
+ * (+ k x --stagger) after its admission.  Without --loop, the N attempts of
+ * the round start as in run_round() (at most -c at once) and the round ends
+ * when every one has been resolved and closed.  With --loop, the N slots are
+ * N clients: each starts a new attempt as soon as its previous one was
+ * closed, refused or failed, until --loop seconds have passed; then the
+ * attempts in flight resolve and the admitted connections are closed at the
+ * end of their hold.
+ */
 static void
-stats_init(Stats *st, long n)
+run_each(Stats *st, Slot *slots, struct pollfd *pfds, long *idx)
+{
+	long		next = 0;		/* next slot to start (no --loop) */
+	long		inflight = 0;
+	long		resolved = 0;
+	long		open = 0;
+	long		rank = 0;		/* admissions so far, for --stagger */
+	long		limit = opt_concurrency > 0 ? opt_concurrency : opt_n;
+	double		t0 = now_secs();
+	double		loop_end = t0 + opt_loop;
+	long		i;
+
+	memset(slots, 0, sizeof(Slot) * opt_n);
+
+	while (!interrupted)
+	{
+		long		np = 0;
+		double		t = now_secs();
+		double		wake = t + 0.1;
+		int			rc;
+
+		if (opt_loop > 0)
+		{
+			if (t < loop_end)
+				for (i = 0; i < opt_n; i++)
+					if (slots[i].state == SLOT_IDLE || slots[i].state == SLOT_DONE)
+					{
+						start_slot(&slots[i], i);
+						st->attempted++;
+						inflight++;
+					}
+			if (t >= loop_end && inflight == 0 && open == 0)
+				break;
+			if (loop_end > t && loop_end < wake)
+				wake = loop_end;
+		}
+		else
+		{
+			while (next < opt_n && inflight < limit)
+			{
+				start_slot(&slots[next], next);
+				st->attempted++;
+				inflight++;
+				next++;
+			}
+			if (resolved == opt_n && open == 0)
+				break;
+		}
+
+		for (i = 0; i < opt_n; i++)
+		{
+			Slot	   *s = &slots[i];
+
+			if (s->state == SLOT_CONNECTING)
+			{
+				if (s->last == PGRES_POLLING_FAILED || s->last == PGRES_POLLING_OK)
+				{
+					/* resolved at once, e.g. a bad option: handled below */
+					wake = t;
+					continue;
+				}
+				pfds[np].fd = PQsocket(s->conn);
+				pfds[np].events = s->last == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+			}
+			else if (s->state == SLOT_ADMITTED)
+			{
+				if (s->close_at < wake)
+					wake = s->close_at;
+				pfds[np].fd = PQsocket(s->conn);
+				pfds[np].events = POLLIN;
+			}
+			else
+				continue;
+			pfds[np].revents = 0;
+			idx[np++] = i;
+		}
+
+		rc = 0;
+		if (wake > t)
+		{
+			rc = poll(pfds, np, (int) ((wake - t) * 1000) + 1);
+			if (rc < 0 && errno != EINTR)
+			{
+				perror("pgstorm: poll");
+				exit(1);
+			}
+		}
+		t = now_secs();
+
+		/* connects that resolved without polling */
+		for (i = 0; i < opt_n; i++)
+		{
+			Slot	   *s = &slots[i];
+
+			if (s->state == SLOT_CONNECTING &&
+				(s->last == PGRES_POLLING_FAILED || s->last == PGRES_POLLING_OK))
+			{
+				resolve_slot(st, s, t);
+				inflight--;
+				resolved++;
+				if (s->state == SLOT_ADMITTED)
+				{
+					s->close_at = t + opt_hold_each + rank++ * opt_stagger;
+					if (++open > st->max_open)
+						st->max_open = open;
+				}
+			}
+		}
+
+		for (i = 0; i < np; i++)
+		{
+			Slot	   *s = &slots[idx[i]];
+
+			if (s->state == SLOT_CONNECTING)
+			{
+				if (rc > 0 && pfds[i].revents != 0)
+				{
+					s->last = PQconnectPoll(s->conn);
+					if (s->last == PGRES_POLLING_OK || s->last == PGRES_POLLING_FAILED)
+					{
+						t = now_secs();
+						resolve_slot(st, s, t);
+						inflight--;
+						resolved++;
+						if (s->state == SLOT_ADMITTED)
+						{
+							s->close_at = t + opt_hold_each + rank++ * opt_stagger;
+							if (++open > st->max_open)
+								st->max_open = open;
+						}
+					}
+				}
+				else if (t - s->started > opt_timeout)
+				{
+					st->timeouts++;
+					count_state(st, "timeout", "no answer before --timeout\n");
+					dump_attempt(st, "timeout", "", false, (t - s->started) * 1000.0);
+					PQfinish(s->conn);
+					s->conn = NULL;
+					s->state = SLOT_DONE;
+					inflight--;
+					resolved++;
+				}
+			}
+			else if (s->state == SLOT_ADMITTED && rc > 0 && pfds[i].revents != 0)
+			{
+				if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK)
+				{
+					st->lost++;
+					PQfinish(s->conn);
+					s->conn = NULL;
+					s->state = SLOT_DONE;
+					open--;
+				}
+				else
+				{
+					PGresult   *r;
+
+					while (!PQisBusy(s->conn) && (r = PQgetResult(s->conn)) != NULL)
+						PQclear(r);
+				}
+			}
+		}
+
+		/* the end of each hold */
+		t = now_secs();
+		for (i = 0; i < opt_n; i++)
+		{
+			Slot	   *s = &slots[i];
+
+			if (s->state == SLOT_ADMITTED && s->close_at <= t)
+			{
+				PQfinish(s->conn);
+				s->conn = NULL;
+				s->state = SLOT_DONE;
+				open--;
+			}
+		}
+	}
+	st->connect_secs = now_secs() - t0;
+
+	for (i = 0; i < opt_n; i++)
+		if (slots[i].conn != NULL)
+		{
+			PQfinish(slots[i].conn);
+			slots[i].conn = NULL;
+		}
+}
+
+static void
+stats_init(Stats *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->lat_all = xmalloc(sizeof(double) * n);
-	st->lat_ok = xmalloc(sizeof(double) * n);
-	st->lat_ref = xmalloc(sizeof(double) * n);
 }
 
 static void
 stats_free(Stats *st)
 {
-	free(st->lat_all);
-	free(st->lat_ok);
-	free(st->lat_ref);
+	free(st->lat_all.v);
+	free(st->lat_ok.v);
+	free(st->lat_ref.v);
 }
 
 static void
@@ -659,20 +906,19 @@ stats_add(Stats *tot, const Stats *r)
 		}
 		tot->states[j].count += r->states[i].count;
 	}
-	memcpy(tot->lat_all + tot->n_all, r->lat_all, sizeof(double) * r->n_all);
-	tot->n_all += r->n_all;
-	memcpy(tot->lat_ok + tot->n_ok, r->lat_ok, sizeof(double) * r->n_ok);
-	tot->n_ok += r->n_ok;
-	memcpy(tot->lat_ref + tot->n_ref, r->lat_ref, sizeof(double) * r->n_ref);
-	tot->n_ref += r->n_ref;
+	if (r->max_open > tot->max_open)
+		tot->max_open = r->max_open;
+	append_latencies(&tot->lat_all, &r->lat_all);
+	append_latencies(&tot->lat_ok, &r->lat_ok);
+	append_latencies(&tot->lat_ref, &r->lat_ref);
 }
 
 static void
 stats_sort(Stats *st)
 {
-	qsort(st->lat_all, st->n_all, sizeof(double), cmp_double);
-	qsort(st->lat_ok, st->n_ok, sizeof(double), cmp_double);
-	qsort(st->lat_ref, st->n_ref, sizeof(double), cmp_double);
+	qsort(st->lat_all.v, st->lat_all.n, sizeof(double), cmp_double);
+	qsort(st->lat_ok.v, st->lat_ok.n, sizeof(double), cmp_double);
+	qsort(st->lat_ref.v, st->lat_ref.n, sizeof(double), cmp_double);
 }
 
 static const char *
@@ -701,7 +947,7 @@ print_csv_header(void)
 {
 	printf("round,attempted,admitted,refused,refused_ours,client_errors,timeouts,lost,"
 		   "p50_ms,p90_ms,p99_ms,max_ms,admitted_p50_ms,admitted_p99_ms,"
-		   "refused_p50_ms,refused_p99_ms,connect_secs,sqlstates\n");
+		   "refused_p50_ms,refused_p99_ms,connect_secs,sqlstates,max_open\n");
 }
 
 static void
@@ -712,55 +958,55 @@ print_stats(const Stats *st)
 	if (opt_format == OUT_TEXT)
 	{
 		printf("%-6s attempted %ld  admitted %ld  refused %ld (ours %ld)  client errors %ld  "
-			   "timeouts %ld  lost %ld\n",
+			   "timeouts %ld  lost %ld  max open %ld\n",
 			   st->round == 0 ? "total:" : label(st), st->attempted, st->admitted,
-			   st->refused, st->ours, st->client, st->timeouts, st->lost);
+			   st->refused, st->ours, st->client, st->timeouts, st->lost, st->max_open);
 		printf("       by SQLSTATE:");
 		if (st->nstates == 0)
 			printf(" none");
 		for (i = 0; i < st->nstates; i++)
 			printf(" %s=%ld", st->states[i].code, st->states[i].count);
 		printf("\n       latency ms (all) p50 ");
-		print_num(pct(st->lat_all, st->n_all, 0.50), "-");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.50), "-");
 		printf(" p90 ");
-		print_num(pct(st->lat_all, st->n_all, 0.90), "-");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.90), "-");
 		printf(" p99 ");
-		print_num(pct(st->lat_all, st->n_all, 0.99), "-");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.99), "-");
 		printf(" max ");
-		print_num(pct(st->lat_all, st->n_all, 1.0), "-");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 1.0), "-");
 		printf("; admitted p50 ");
-		print_num(pct(st->lat_ok, st->n_ok, 0.50), "-");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.50), "-");
 		printf(" p99 ");
-		print_num(pct(st->lat_ok, st->n_ok, 0.99), "-");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.99), "-");
 		printf("; refused p50 ");
-		print_num(pct(st->lat_ref, st->n_ref, 0.50), "-");
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.50), "-");
 		printf(" p99 ");
-		print_num(pct(st->lat_ref, st->n_ref, 0.99), "-");
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.99), "-");
 		printf("\n");
 	}
 	else if (opt_format == OUT_CSV)
 	{
 		printf("%s,%ld,%ld,%ld,%ld,%ld,%ld,%ld,", label(st), st->attempted,
 			   st->admitted, st->refused, st->ours, st->client, st->timeouts, st->lost);
-		print_num(pct(st->lat_all, st->n_all, 0.50), "");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.50), "");
 		putchar(',');
-		print_num(pct(st->lat_all, st->n_all, 0.90), "");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.90), "");
 		putchar(',');
-		print_num(pct(st->lat_all, st->n_all, 0.99), "");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.99), "");
 		putchar(',');
-		print_num(pct(st->lat_all, st->n_all, 1.0), "");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 1.0), "");
 		putchar(',');
-		print_num(pct(st->lat_ok, st->n_ok, 0.50), "");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.50), "");
 		putchar(',');
-		print_num(pct(st->lat_ok, st->n_ok, 0.99), "");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.99), "");
 		putchar(',');
-		print_num(pct(st->lat_ref, st->n_ref, 0.50), "");
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.50), "");
 		putchar(',');
-		print_num(pct(st->lat_ref, st->n_ref, 0.99), "");
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.99), "");
 		printf(",%.3f,", st->connect_secs);
 		for (i = 0; i < st->nstates; i++)
 			printf("%s%s=%ld", i ? ";" : "", st->states[i].code, st->states[i].count);
-		putchar('\n');
+		printf(",%ld\n", st->max_open);
 	}
 	else
 	{
@@ -773,22 +1019,23 @@ print_stats(const Stats *st)
 		for (i = 0; i < st->nstates; i++)
 			printf("%s\"%s\": %ld", i ? ", " : "", st->states[i].code, st->states[i].count);
 		printf("}, \"latency_ms\": {\"p50\": ");
-		print_num(pct(st->lat_all, st->n_all, 0.50), "null");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.50), "null");
 		printf(", \"p90\": ");
-		print_num(pct(st->lat_all, st->n_all, 0.90), "null");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.90), "null");
 		printf(", \"p99\": ");
-		print_num(pct(st->lat_all, st->n_all, 0.99), "null");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 0.99), "null");
 		printf(", \"max\": ");
-		print_num(pct(st->lat_all, st->n_all, 1.0), "null");
+		print_num(pct(st->lat_all.v, st->lat_all.n, 1.0), "null");
 		printf(", \"admitted_p50\": ");
-		print_num(pct(st->lat_ok, st->n_ok, 0.50), "null");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.50), "null");
 		printf(", \"admitted_p99\": ");
-		print_num(pct(st->lat_ok, st->n_ok, 0.99), "null");
+		print_num(pct(st->lat_ok.v, st->lat_ok.n, 0.99), "null");
 		printf(", \"refused_p50\": ");
-		print_num(pct(st->lat_ref, st->n_ref, 0.50), "null");
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.50), "null");
 		printf(", \"refused_p99\": ");
-		print_num(pct(st->lat_ref, st->n_ref, 0.99), "null");
-		printf("}, \"connect_secs\": %.3f}", st->connect_secs);
+		print_num(pct(st->lat_ref.v, st->lat_ref.n, 0.99), "null");
+		printf("}, \"connect_secs\": %.3f, \"max_open\": %ld}", st->connect_secs,
+			   st->max_open);
 	}
 }
 
@@ -846,6 +1093,9 @@ main(int argc, char **argv)
 		{"help", no_argument, NULL, 3},
 		{"version", no_argument, NULL, 4},
 		{"dump", required_argument, NULL, 5},
+		{"hold-each", required_argument, NULL, 'e'},
+		{"stagger", required_argument, NULL, 6},
+		{"loop", required_argument, NULL, 'L'},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -857,7 +1107,7 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	int			r;
 
-	while ((c = getopt_long(argc, argv, "d:h:p:U:a:A:n:c:H:r:P:t:s:qv", longopts, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, "d:h:p:U:a:A:n:c:H:r:P:t:s:e:L:qv", longopts, NULL)) != -1)
 	{
 		switch (c)
 		{
@@ -902,6 +1152,30 @@ main(int argc, char **argv)
 			case 's':
 				opt_service = optarg;
 				break;
+			case 'e':
+				opt_hold_each = parse_double(optarg, "hold time");
+				if (opt_hold_each < 0)
+				{
+					fprintf(stderr, "pgstorm: --hold-each must not be negative\n");
+					return 1;
+				}
+				break;
+			case 6:
+				opt_stagger = parse_double(optarg, "stagger");
+				if (opt_stagger < 0)
+				{
+					fprintf(stderr, "pgstorm: --stagger must not be negative\n");
+					return 1;
+				}
+				break;
+			case 'L':
+				opt_loop = parse_double(optarg, "loop time");
+				if (opt_loop <= 0)
+				{
+					fprintf(stderr, "pgstorm: --loop must be positive\n");
+					return 1;
+				}
+				break;
 			case 'q':
 				opt_quiet = true;
 				break;
@@ -940,6 +1214,13 @@ main(int argc, char **argv)
 				"Try \"pgstorm --help\" for more information.\n", argv[optind]);
 		return 1;
 	}
+	if ((opt_loop > 0 || opt_stagger > 0) && opt_hold_each < 0)
+	{
+		fprintf(stderr, "pgstorm: --loop and --stagger need --hold-each\n");
+		return 1;
+	}
+	if (opt_loop > 0)
+		opt_rounds = 1;
 	/* one descriptor per connection, plus a few */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) opt_n + 32)
 	{
@@ -959,7 +1240,7 @@ main(int argc, char **argv)
 	slots = xmalloc(sizeof(Slot) * opt_n);
 	pfds = xmalloc(sizeof(struct pollfd) * opt_n);
 	idx = xmalloc(sizeof(long) * opt_n);
-	stats_init(&total, opt_n * opt_rounds);
+	stats_init(&total);
 
 	if (opt_format == OUT_CSV)
 		print_csv_header();
@@ -974,9 +1255,12 @@ main(int argc, char **argv)
 			sleep_secs(opt_pause);
 		if (interrupted)
 			break;
-		stats_init(&st, opt_n);
+		stats_init(&st);
 		st.round = r;
-		run_round(&st, slots, pfds, idx);
+		if (opt_hold_each >= 0)
+			run_each(&st, slots, pfds, idx);
+		else
+			run_round(&st, slots, pfds, idx);
 		stats_add(&total, &st);
 		stats_sort(&st);
 		if (!opt_quiet && (opt_rounds > 1 || opt_format != OUT_TEXT))
