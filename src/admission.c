@@ -63,7 +63,6 @@ typedef struct Login
 								 * may take */
 	DbpgReason	reason;			/* why refused */
 	DbpgJoin	full;			/* for DBPG_REASON_QUEUE_FULL: which bound */
-	TimestampTz deadline;		/* when a wait ends */
 	long		waited_ms;		/* time spent waiting, if it waited */
 } Login;
 
@@ -535,21 +534,21 @@ static bool
 queue_for_slot(Port *port, Login *l, const DbpgLimits *lim)
 {
 	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz deadline = 0;
 	DbpgJoinRequest req;
 	char		addr[64];
-	DbpgTake	took;
 	uint64		ticket;
 	DbpgWaitEnd end;
 
 	client_addr_text(port, addr, sizeof(addr));
 	req.bucket = l->bucket;
 	req.limits = *lim;
-	req.may_wait = wait_deadline(start, &l->deadline);
+	req.may_wait = wait_deadline(start, &deadline);
 	req.user_name = port->user_name;
 	req.database_name = port->database_name;
 	req.client_addr = addr;
 
-	l->full = dbpg_queue_join(&req, &took, &l->seen, &ticket);
+	l->full = dbpg_queue_join(&req, &l->seen, &ticket);
 	switch (l->full)
 	{
 		case DBPG_JOIN_GRANTED:
@@ -569,7 +568,7 @@ queue_for_slot(Port *port, Login *l, const DbpgLimits *lim)
 	ereport(DEBUG1,
 			errmsg_internal("dbpool_guard: login of service \"%s\" waits, ticket " UINT64_FORMAT,
 							l->bucket->name, ticket));
-	end = dbpg_queue_wait(l->deadline, port->sock, &took, &l->seen);
+	end = dbpg_queue_wait(deadline, port->sock, &l->seen);
 	if (end == DBPG_WAIT_END_GRANTED)
 		held_bucket = l->bucket;	/* before anything that can fail */
 	l->waited_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
@@ -604,8 +603,6 @@ take_slot(Port *port, Login *l)
 {
 	DbpgLimits	lim;
 	bool		borrow_now;
-	bool		gave_back;
-	DbpgTake	took;
 
 	if (l->cap < 0)
 	{
@@ -618,10 +615,7 @@ take_slot(Port *port, Login *l)
 
 	if (dbpg_mode != DBPG_MODE_ENFORCE)
 	{
-		took = dbpg_slot_take(l->bucket, &lim, lim.burst > 0, &l->seen, &gave_back);
-		if (gave_back)
-			dbpg_queue_after_release(NULL, true);
-		if (took == DBPG_TAKE_NONE)
+		if (!dbpg_queue_take(l->bucket, &lim, lim.burst > 0, &l->seen))
 		{
 			l->seen = dbpg_slot_add(l->bucket);
 			l->over_cap = true;
@@ -640,10 +634,7 @@ take_slot(Port *port, Login *l)
 	borrow_now = lim.burst > 0 && pg_atomic_read_u32(&dbpg_shared->pool_waiters) == 0;
 	if (pg_atomic_read_u32(&l->bucket->waiters) == 0)
 	{
-		took = dbpg_slot_take(l->bucket, &lim, borrow_now, &l->seen, &gave_back);
-		if (gave_back)
-			dbpg_queue_after_release(NULL, true);
-		if (took != DBPG_TAKE_NONE)
+		if (dbpg_queue_take(l->bucket, &lim, borrow_now, &l->seen))
 			return true;
 		/* nobody ahead, and not to wait: refused at once, without a lock */
 		if ((lim.burst == 0 || borrow_now) && dbpg_waiters_bound() == 0)

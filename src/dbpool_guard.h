@@ -221,14 +221,6 @@ typedef struct DbpgRingEntry
 	DbpgRejection r;
 } DbpgRingEntry;
 
-/* What a slot taken was. */
-typedef enum DbpgTake
-{
-	DBPG_TAKE_NONE = 0,
-	DBPG_TAKE_OWN,
-	DBPG_TAKE_BORROWED
-} DbpgTake;
-
 /* Where a waiting login stands (waiting.c). */
 typedef enum DbpgWaitState
 {
@@ -247,7 +239,6 @@ typedef struct DbpgWaiter
 {
 	int			pid;			/* 0 when not in use */
 	uint8		state;			/* DbpgWaitState */
-	uint8		granted;		/* DbpgTake handed over */
 	int			prev;			/* index, -1 at either end */
 	int			next;
 	uint64		ticket;
@@ -332,8 +323,8 @@ extern int	dbpg_ring_copy(DbpgRejection *out);
 extern void dbpg_ring_reset(void);
 
 /* slots.c: taking and giving back slots, the burst pool */
-extern DbpgTake dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim,
-							   bool may_borrow, uint64 *seen, bool *gave_back);
+extern bool dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim,
+						   bool may_borrow, uint64 *seen, bool *gave_back);
 extern uint64 dbpg_slot_add(DbpgBucket *b);
 extern bool dbpg_slot_release(DbpgBucket *b);
 
@@ -366,12 +357,13 @@ typedef struct DbpgJoinRequest
 	const char *client_addr;
 } DbpgJoinRequest;
 
-extern DbpgJoin dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took,
-								uint64 *seen, uint64 *ticket);
+extern bool dbpg_queue_take(DbpgBucket *b, const DbpgLimits *lim,
+							bool may_borrow, uint64 *seen);
+extern DbpgJoin dbpg_queue_join(const DbpgJoinRequest *req, uint64 *seen,
+								uint64 *ticket);
 extern DbpgWaitEnd dbpg_queue_wait(TimestampTz deadline, pgsocket sock,
-								   DbpgTake *took, uint64 *seen);
+								   uint64 *seen);
 extern DbpgBucket *dbpg_queue_forget(void);
-extern void dbpg_queue_after_release(DbpgBucket *b, bool repaid);
 extern void dbpg_queue_release(DbpgBucket *b);
 
 /* admission.c */

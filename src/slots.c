@@ -57,7 +57,7 @@ pool_return(void)
 
 /*
  * Take a slot of bucket b within lim: an own slot if one is free, else a
- * borrowed one if may_borrow.  *seen is the bucket's slot word before
+ * borrowed one if may_borrow; false when neither.  *seen is the bucket's slot word before
  * the step (or now, when nothing was taken).  A borrower is refused only
  * if the bucket's word read after finding the pool full is the one read
  * before (a change and its undoing in between go unseen): the bucket was
@@ -66,15 +66,15 @@ pool_return(void)
  * *gave_back is set when a pool slot was reserved and given back unused
  * (an own slot came free meanwhile).  A waiter that joined while it was
  * reserved may have found the pool full: a caller outside the wait lock
- * must then call dbpg_queue_after_release().
+ * uses dbpg_queue_take(), which wakes the queue then.
  */
-DbpgTake
+bool
 dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
 			   uint64 *seen, bool *gave_back)
 {
 	uint64		cur = pg_atomic_read_u64(&b->slots);
 	bool		reserved = false;
-	DbpgTake	took = DBPG_TAKE_NONE;
+	bool		took = false;
 
 	for (;;)
 	{
@@ -85,7 +85,7 @@ dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
 		{
 			if (pg_atomic_compare_exchange_u64(&b->slots, &cur, cur + DBPG_SLOT_ONE))
 			{
-				took = DBPG_TAKE_OWN;
+				took = true;
 				break;
 			}
 			continue;
@@ -111,7 +111,7 @@ dbpg_slot_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
 										   cur + DBPG_SLOT_ONE + DBPG_SLOT_BORROWED_ONE))
 		{
 			reserved = false;
-			took = DBPG_TAKE_BORROWED;
+			took = true;
 			break;
 		}
 	}

@@ -24,7 +24,7 @@
  * then (in its grant pass) tries the bucket's word and the pool.  Both
  * steps are full barriers, so one of the two sees the other: no lost
  * wake-up.  The same holds for a pool slot reserved and given back
- * unused by a login outside the lock (dbpg_slot_take's gave_back).
+ * unused by a login outside the lock (dbpg_queue_take).
  *
  * Left open, and documented: a slot can still come free in the middle
  * of a grant pass, from a release made without the lock because it read
@@ -66,6 +66,8 @@ PG_FUNCTION_INFO_V1(dbpool_guard_waiting_logins_1_5);
 PG_FUNCTION_INFO_V1(dbpool_guard_cancel_waiting_login_1_5);
 
 #define WAITING_LOGINS_COLS	8
+
+static void after_release(DbpgBucket *b, bool repaid);
 
 /* This backend's entry, or NULL (an index out of range: never waits). */
 static DbpgWaiter *
@@ -150,14 +152,13 @@ grant_pass(void)
 		bool		may_borrow = w->limits.burst > 0 && (int64) w->limits.pool > pool_bar;
 		uint64		seen;
 		bool		gave_back;
-		DbpgTake	took;
 
 		i = w->next;
 		if (b->wait_pass == pass && w->limits.cap <= b->wait_fail_cap &&
 			(!may_borrow || (int64) w->limits.burst <= b->wait_fail_burst))
 			continue;			/* an older waiter of b found nothing */
-		took = dbpg_slot_take(b, &w->limits, may_borrow, &seen, &gave_back);
-		if (took == DBPG_TAKE_NONE)
+		/* a pool slot given back here needs no wake-up: the pass goes on */
+		if (!dbpg_slot_take(b, &w->limits, may_borrow, &seen, &gave_back))
 		{
 			/* own >= cap: a larger cap would have taken an own slot */
 			if (b->wait_pass != pass)
@@ -176,7 +177,6 @@ grant_pass(void)
 		}
 		unlink_waiter((int) (w - dbpg_waiters));
 		w->state = DBPG_WAIT_GRANTED;
-		w->granted = (uint8) took;
 		w->seen = seen;
 		SetLatch(&w->proc->procLatch);
 	}
@@ -184,23 +184,44 @@ grant_pass(void)
 
 /* Take up a grant: the slot is the caller's from here.  Under the lock. */
 static void
-take_up(DbpgWaiter *me, DbpgTake *took, uint64 *seen)
+take_up(DbpgWaiter *me, uint64 *seen)
 {
 	Assert(me->state == DBPG_WAIT_GRANTED);
-	*took = (DbpgTake) me->granted;
 	*seen = me->seen;
 	me->state = DBPG_WAIT_NONE;
 	me->pid = 0;
 }
 
-/* Leave the queue without a slot.  Under the lock. */
+/*
+ * Leave the queue without a slot, and say what the bucket holds now
+ * (seen may be NULL).  Under the lock.
+ */
 static void
-give_up(DbpgWaiter *me)
+give_up(DbpgWaiter *me, uint64 *seen)
 {
+	if (seen != NULL)
+		*seen = pg_atomic_read_u64(&me->bucket->slots);
 	if (me->state == DBPG_WAIT_QUEUED)
 		unlink_waiter((int) (me - dbpg_waiters));
 	me->state = DBPG_WAIT_NONE;
 	me->pid = 0;
+}
+
+/*
+ * Take a slot outside the wait lock (the path without waiters).  A pool
+ * slot reserved and given back unused meanwhile may have been found
+ * missing by a login that joined the queue: wake the queue then.
+ */
+bool
+dbpg_queue_take(DbpgBucket *b, const DbpgLimits *lim, bool may_borrow,
+				uint64 *seen)
+{
+	bool		gave_back;
+	bool		took = dbpg_slot_take(b, lim, may_borrow, seen, &gave_back);
+
+	if (gave_back)
+		after_release(NULL, true);
+	return took;
 }
 
 /*
@@ -214,25 +235,18 @@ give_up(DbpgWaiter *me)
  * that superusers are never locked out by waiters.
  */
 DbpgJoin
-dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
-				uint64 *ticket)
+dbpg_queue_join(const DbpgJoinRequest *req, uint64 *seen, uint64 *ticket)
 {
 	DbpgWaiter *me = my_waiter();
 	DbpgJoin	full = DBPG_JOIN_WAITING;
 	int			reserved = dbpg_reserved_connections();
 
-	*took = DBPG_TAKE_NONE;
 	*ticket = 0;
 	if (me == NULL)
 	{
 		/* no entry to queue with: as without waiters */
-		bool		gave_back;
-
-		*took = dbpg_slot_take(req->bucket, &req->limits,
-							   req->limits.burst > 0, seen, &gave_back);
-		if (gave_back)
-			dbpg_queue_after_release(NULL, true);
-		return *took != DBPG_TAKE_NONE ? DBPG_JOIN_GRANTED : DBPG_JOIN_REFUSED;
+		return dbpg_queue_take(req->bucket, &req->limits, req->limits.burst > 0, seen) ?
+			DBPG_JOIN_GRANTED : DBPG_JOIN_REFUSED;
 	}
 	if (req->may_wait && !dbpg_have_free_procs(Max(reserved, 1)))
 		full = DBPG_JOIN_NO_PROCS;
@@ -250,7 +264,6 @@ dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
 	me->bucket = req->bucket;
 	me->limits = req->limits;
 	me->since = GetCurrentTimestamp();
-	me->granted = DBPG_TAKE_NONE;
 	me->seen = 0;
 	namestrcpy(&me->user_name, req->user_name ? req->user_name : "");
 	namestrcpy(&me->database_name, req->database_name ? req->database_name : "");
@@ -261,13 +274,12 @@ dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
 
 	if (me->state == DBPG_WAIT_GRANTED)
 	{
-		take_up(me, took, seen);
+		take_up(me, seen);
 		full = DBPG_JOIN_GRANTED;
 	}
 	else if (!req->may_wait || full != DBPG_JOIN_WAITING)
 	{
-		*seen = pg_atomic_read_u64(&req->bucket->slots);
-		give_up(me);
+		give_up(me, seen);
 		if (!req->may_wait)
 			full = DBPG_JOIN_REFUSED;
 	}
@@ -285,8 +297,7 @@ dbpg_queue_join(const DbpgJoinRequest *req, DbpgTake *took, uint64 *seen,
  * snapshot is held while sleeping.
  */
 DbpgWaitEnd
-dbpg_queue_wait(TimestampTz deadline, pgsocket sock, DbpgTake *took,
-				uint64 *seen)
+dbpg_queue_wait(TimestampTz deadline, pgsocket sock, uint64 *seen)
 {
 	DbpgWaiter *me = my_waiter();
 	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
@@ -308,34 +319,24 @@ dbpg_queue_wait(TimestampTz deadline, pgsocket sock, DbpgTake *took,
 
 		ResetLatch(MyLatch);
 		LWLockAcquire(dbpg_shared->wait_lock, LW_EXCLUSIVE);
+		now = GetCurrentTimestamp();
+		/* at the deadline, never refuse while a slot it may take is free */
+		if (now >= deadline && me->state == DBPG_WAIT_QUEUED)
+			grant_pass();
 		if (me->state == DBPG_WAIT_GRANTED)
 		{
-			take_up(me, took, seen);
+			take_up(me, seen);
 			LWLockRelease(dbpg_shared->wait_lock);
 			return DBPG_WAIT_END_GRANTED;
 		}
-		if (me->state == DBPG_WAIT_CANCELLED)
+		if (me->state == DBPG_WAIT_CANCELLED || now >= deadline)
 		{
-			*seen = pg_atomic_read_u64(&me->bucket->slots);
-			give_up(me);
+			DbpgWaitEnd end = me->state == DBPG_WAIT_CANCELLED ?
+				DBPG_WAIT_END_CANCELLED : DBPG_WAIT_END_TIMEOUT;
+
+			give_up(me, seen);
 			LWLockRelease(dbpg_shared->wait_lock);
-			return DBPG_WAIT_END_CANCELLED;
-		}
-		now = GetCurrentTimestamp();
-		if (now >= deadline)
-		{
-			/* never refuse while a slot it may take is free */
-			grant_pass();
-			if (me->state == DBPG_WAIT_GRANTED)
-			{
-				take_up(me, took, seen);
-				LWLockRelease(dbpg_shared->wait_lock);
-				return DBPG_WAIT_END_GRANTED;
-			}
-			*seen = pg_atomic_read_u64(&me->bucket->slots);
-			give_up(me);
-			LWLockRelease(dbpg_shared->wait_lock);
-			return DBPG_WAIT_END_TIMEOUT;
+			return end;
 		}
 		LWLockRelease(dbpg_shared->wait_lock);
 
@@ -368,7 +369,7 @@ dbpg_queue_forget(void)
 	LWLockAcquire(dbpg_shared->wait_lock, LW_EXCLUSIVE);
 	if (me->state == DBPG_WAIT_GRANTED)
 		granted = me->bucket;
-	give_up(me);
+	give_up(me, NULL);
 	LWLockRelease(dbpg_shared->wait_lock);
 	return granted;
 }
@@ -389,12 +390,12 @@ release_matters(DbpgBucket *b, bool repaid)
 }
 
 /*
- * A pool slot was reserved and given back unused outside the wait lock
- * (dbpg_slot_take's gave_back): a waiter that joined meanwhile may have
- * found the pool full.
+ * After a release without the lock, or a pool slot reserved and given
+ * back unused outside it (b NULL): a login that joined meanwhile may have
+ * found the slot taken.
  */
-void
-dbpg_queue_after_release(DbpgBucket *b, bool repaid)
+static void
+after_release(DbpgBucket *b, bool repaid)
 {
 	if (!release_matters(b, repaid))
 		return;
@@ -425,7 +426,7 @@ dbpg_queue_release(DbpgBucket *b)
 		LWLockRelease(dbpg_shared->wait_lock);
 		return;
 	}
-	dbpg_queue_after_release(b, dbpg_slot_release(b));
+	after_release(b, dbpg_slot_release(b));
 }
 
 /* One row of dbpool_guard.waiting_logins, copied under the lock. */

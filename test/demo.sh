@@ -88,16 +88,23 @@ hold()
 	CLIENT_PIDS+=($!)
 }
 
+# Poll query $1 (up to 10 s) until it returns $2; 1 when it never did.
+wait_sql()
+{
+	local got
+	for _ in $(seq 1 100); do
+		got=$(sql -At -c "$1")
+		[ "$got" = "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for \"$1\" to return $2 (it returns $got)" >&2
+	return 1
+}
+
 # Wait until bucket $1 (service name or "*") holds $2 slots.
 wait_connections()
 {
-	local n
-	for _ in $(seq 1 100); do
-		n=$(sql -At -c "SELECT connections FROM dbpool_guard.status WHERE service = '$1'")
-		[ "$n" = "$2" ] && return 0
-		sleep 0.1
-	done
-	echo "timed out waiting for $1 to hold $2 connections (it holds $n):" >&2
+	wait_sql "SELECT connections FROM dbpool_guard.status WHERE service = '$1'" "$2" && return 0
 	cat "$DEMO_DIR/clients.err" >&2
 	return 1
 }
@@ -209,10 +216,7 @@ sql -c "ALTER SYSTEM SET dbpool_guard.budgets = '$ELASTIC_BUDGETS'" \
 	-c 'ALTER SYSTEM SET dbpool_guard.burst_pool = 8' \
 	-c "ALTER SYSTEM SET dbpool_guard.max_wait = '5s'" \
 	-c 'SELECT pg_reload_conf()' >/dev/null
-for _ in $(seq 1 100); do
-	[ "$(sql -At -c "SELECT burst FROM dbpool_guard.status WHERE service = 'feed-service'")" = 2 ] && break
-	sleep 0.1
-done
+wait_sql "SELECT burst FROM dbpool_guard.status WHERE service = 'feed-service'" 2
 hold feed-service idle
 hold feed-service idle
 wait_connections feed-service 9
@@ -223,10 +227,7 @@ show 'SELECT * FROM dbpool_guard.pool'
 dbpg_say "The next feed-service login waits for a slot (listed in dbpool_guard.waiting_logins) ..."
 try_login feed-service >"$DEMO_DIR/waiter.out" 2>&1 &
 WAITER_PID=$!
-for _ in $(seq 1 100); do
-	[ "$(sql -At -c 'SELECT count(*) FROM dbpool_guard.waiting_logins')" = 1 ] && break
-	sleep 0.1
-done
+wait_sql 'SELECT count(*) FROM dbpool_guard.waiting_logins' 1
 show 'SELECT pid, service, user_name, position, waited FROM dbpool_guard.waiting_logins'
 
 dbpg_say "... and is handed the slot of the next feed-service session that ends (one idle client quits)"
@@ -247,10 +248,7 @@ CLIENT_PIDS=()
 # The pg_sleep() backends notice their client is gone only when they next
 # talk to it: end the rest the way an operator would.
 sql -At -c "SELECT count(pg_terminate_backend(pid)) FROM dbpool_guard.sessions" >/dev/null
-for _ in $(seq 1 100); do
-	[ "$(sql -At -c 'SELECT coalesce(sum(connections), 0) FROM dbpool_guard.status')" = 0 ] && break
-	sleep 0.1
-done
+wait_sql 'SELECT coalesce(sum(connections), 0) FROM dbpool_guard.status' 0 || true
 show "SELECT service, connections, admitted_total, rejected_total, peak_connections FROM dbpool_guard.status WHERE admitted_total > 0 OR rejected_total > 0"
 
 dbpg_say "Stopping the cluster (postmaster PID $PM_PID) and removing $DEMO_DIR"

@@ -414,6 +414,18 @@ notice_quiet(void *arg, const char *message)
 		fprintf(stderr, "pgstorm: held session: %s", message);
 }
 
+/* An attempt got no answer before --timeout: count it and drop it. */
+static void
+time_out_slot(Stats *st, Slot *s, double t)
+{
+	st->timeouts++;
+	count_state(st, "timeout", "no answer before --timeout\n");
+	dump_attempt(st, "timeout", "", false, (t - s->started) * 1000.0);
+	PQfinish(s->conn);
+	s->conn = NULL;
+	s->state = SLOT_DONE;
+}
+
 /* An attempt resolved: record its outcome. */
 static void
 resolve_slot(Stats *st, Slot *s, double t)
@@ -637,12 +649,7 @@ run_round(Stats *st, Slot *slots, struct pollfd *pfds, long *idx)
 			}
 			else if (t - s->started > opt_timeout)
 			{
-				st->timeouts++;
-				count_state(st, "timeout", "no answer before --timeout\n");
-				dump_attempt(st, "timeout", "", false, (t - s->started) * 1000.0);
-				PQfinish(s->conn);
-				s->conn = NULL;
-				s->state = SLOT_DONE;
+				time_out_slot(st, s, t);
 				inflight--;
 				resolved++;
 			}
@@ -808,12 +815,7 @@ run_each(Stats *st, Slot *slots, struct pollfd *pfds, long *idx)
 				}
 				else if (t - s->started > opt_timeout)
 				{
-					st->timeouts++;
-					count_state(st, "timeout", "no answer before --timeout\n");
-					dump_attempt(st, "timeout", "", false, (t - s->started) * 1000.0);
-					PQfinish(s->conn);
-					s->conn = NULL;
-					s->state = SLOT_DONE;
+					time_out_slot(st, s, t);
 					inflight--;
 					resolved++;
 				}
