@@ -57,8 +57,8 @@ pool_return(void)
 
 /*
  * Take a slot of bucket b within lim: an own slot if one is free, else a
- * borrowed one if may_borrow; false when neither.  *seen is the bucket's slot word before
- * the step (or now, when nothing was taken).  A borrower is refused only
+ * borrowed one if may_borrow; false when neither.  *seen is the bucket's
+ * slot word before the step (or now, when nothing was taken).  A borrower is refused only
  * if the bucket's word read after finding the pool full is the one read
  * before (a change and its undoing in between go unseen): the bucket was
  * at its limits when the pool had no free slot.
